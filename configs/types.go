@@ -1,0 +1,185 @@
+// Package configs is the model of a ghostunnel fleet: the process-wide
+// settings and one Tunnel per tunnel. The command line and the YAML file both
+// produce these values; everything downstream (supervisor, tunnel) consumes
+// them and nothing else.
+//
+// The YAML key of every setting is the name of the command-line flag that
+// sets it, without the leading dashes. The `yaml` struct tags are that single
+// source of truth; the JSON Schema in schema/ is checked against them.
+package configs
+
+import (
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Modes of a tunnel.
+const (
+	ModeServer = "server" // TLS listener -> plaintext target
+	ModeClient = "client" // plaintext listener -> TLS target
+)
+
+// Defaults, as upstream Ghostunnel's flags have them.
+const (
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultCloseTimeout    = 60 * time.Second
+	DefaultShutdownTimeout = 5 * time.Minute
+	DefaultMetricsPrefix   = "ghostunnel"
+	DefaultMetricsInterval = 30 * time.Second
+)
+
+// Quiet families accepted by --quiet / quiet:.
+var QuietFamilies = []string{"all", "conns", "conn-errs", "handshake-errs"}
+
+// Duration is a time.Duration written as a Go duration string ("10s", "5m").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d the way time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes d as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalYAML reads a Go duration string. A bare 0 is accepted too.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a duration such as 10s or 5m")
+	}
+	if n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want a Go duration such as 10s, 1m30s or 5m", n.Value)
+	}
+	if v < 0 {
+		return fmt.Errorf("invalid duration %q: must not be negative", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Secret is a string that never prints: not in logs, /_status, errors or
+// `validate` output. Use Reveal to get the value.
+type Secret string
+
+// Reveal returns the secret value.
+func (s Secret) Reveal() string { return string(s) }
+
+// String hides the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "<redacted>"
+}
+
+// GoString hides the value from %#v too.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalYAML hides the value when a config is printed back.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Tunnel is every per-tunnel setting. Field order follows the README table.
+type Tunnel struct {
+	Name   string `yaml:"name"`
+	Mode   string `yaml:"mode"`   // ModeServer or ModeClient
+	Listen string `yaml:"listen"` // HOST:PORT or unix:PATH
+	Target string `yaml:"target"` // HOST:PORT or unix:PATH (server), HOST:PORT (client)
+	// TargetStatus is an http(s) URL checked for the backend health in /_status.
+	TargetStatus string `yaml:"target-status,omitempty"`
+
+	// Credentials.
+	Keystore      string   `yaml:"keystore,omitempty"`  // PEM bundle (chain + key) or PKCS#12
+	Storepass     Secret   `yaml:"storepass,omitempty"` // PKCS#12 password
+	Cert          string   `yaml:"cert,omitempty"`      // PEM certificate chain
+	Key           string   `yaml:"key,omitempty"`       // PEM private key
+	CACert        string   `yaml:"cacert,omitempty"`    // PEM CA bundle; system pool when empty
+	TimedReload   Duration `yaml:"timed-reload,omitempty"`
+	MaxTLSVersion string   `yaml:"max-tls-version,omitempty"` // "", TLS1.2, TLS1.3
+
+	// Server access control. The allow-* name lists OR together.
+	AllowAll     bool     `yaml:"allow-all,omitempty"`
+	AllowCN      []string `yaml:"allow-cn,omitempty"`
+	AllowOU      []string `yaml:"allow-ou,omitempty"`
+	AllowDNS     []string `yaml:"allow-dns,omitempty"`
+	AllowURI     []string `yaml:"allow-uri,omitempty"` // * one segment, ** many
+	AllowIP      []string `yaml:"allow-ip,omitempty"`
+	AllowSPKIPin []string `yaml:"allow-spki-pin,omitempty"` // sha256:BASE64 (also sha384, sha512)
+	UnsafeTarget bool     `yaml:"unsafe-target,omitempty"`
+	// ProxyProtocol sends a PROXY v2 header to the target.
+	ProxyProtocol     bool   `yaml:"proxy-protocol,omitempty"`
+	ProxyProtocolMode string `yaml:"proxy-protocol-mode,omitempty"` // conn (default), tls, tls-full
+
+	// Client settings. The verify-* name lists OR together.
+	UnsafeListen       bool     `yaml:"unsafe-listen,omitempty"`
+	OverrideServerName string   `yaml:"override-server-name,omitempty"`
+	VerifyCN           []string `yaml:"verify-cn,omitempty"`
+	VerifyOU           []string `yaml:"verify-ou,omitempty"`
+	VerifyDNS          []string `yaml:"verify-dns,omitempty"`
+	VerifyURI          []string `yaml:"verify-uri,omitempty"`
+	VerifyIP           []string `yaml:"verify-ip,omitempty"`
+	VerifySPKIPin      []string `yaml:"verify-spki-pin,omitempty"`
+
+	// DisableAuthentication: a server asks no client certificate; a client
+	// sends none.
+	DisableAuthentication bool `yaml:"disable-authentication,omitempty"`
+
+	// Connections.
+	ConnectTimeout     Duration `yaml:"connect-timeout,omitempty"`
+	CloseTimeout       Duration `yaml:"close-timeout,omitempty"`
+	MaxConnLifetime    Duration `yaml:"max-conn-lifetime,omitempty"`
+	MaxConcurrentConns int      `yaml:"max-concurrent-conns,omitempty"`
+	SkipResolve        bool     `yaml:"skip-resolve,omitempty"`
+}
+
+// Config is a whole process: process-wide settings and its tunnels.
+type Config struct {
+	// Path is the file the config was loaded from ("" for the command line).
+	// Relative paths inside it have already been resolved against its directory.
+	Path string `yaml:"-"`
+
+	Status          string   `yaml:"status,omitempty"` // HOST:PORT, https://..., http://..., unix:PATH
+	EnablePprof     bool     `yaml:"enable-pprof,omitempty"`
+	EnableShutdown  bool     `yaml:"enable-shutdown,omitempty"`
+	MetricsPrefix   string   `yaml:"metrics-prefix,omitempty"`
+	ShutdownTimeout Duration `yaml:"shutdown-timeout,omitempty"`
+	DefaultTunnel   string   `yaml:"default-tunnel,omitempty"`
+	Quiet           []string `yaml:"quiet,omitempty"`
+	Syslog          bool     `yaml:"syslog,omitempty"`
+
+	Tunnels []Tunnel `yaml:"tunnels"`
+}
+
+// DefaultTunnelSettings returns a Tunnel holding the built-in defaults that
+// every tunnel starts from before `defaults:` and its own keys apply.
+func DefaultTunnelSettings() Tunnel {
+	return Tunnel{
+		ConnectTimeout: Duration(DefaultConnectTimeout),
+		CloseTimeout:   Duration(DefaultCloseTimeout),
+	}
+}
+
+// DefaultConfig returns the process-wide defaults.
+func DefaultConfig() Config {
+	return Config{
+		MetricsPrefix:   DefaultMetricsPrefix,
+		ShutdownTimeout: Duration(DefaultShutdownTimeout),
+	}
+}
+
+// IsQuiet reports whether the quiet family f (or "all") was asked for.
+func (c *Config) IsQuiet(f string) bool {
+	for _, q := range c.Quiet {
+		if q == f || q == "all" {
+			return true
+		}
+	}
+	return false
+}
