@@ -1,0 +1,188 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
+)
+
+// credentials are one generation of a tunnel's certificate, key and trust
+// anchors. They are immutable once built; a reload builds a new value and
+// publishes it only when everything parsed.
+type credentials struct {
+	cert *tls.Certificate // nil when the tunnel presents no certificate
+	pool *x509.CertPool   // CA bundle, or the system pool
+}
+
+// notAfter is the expiry of the leaf, or the zero time without one.
+func (c *credentials) notAfter() time.Time {
+	if c == nil || c.cert == nil || c.cert.Leaf == nil {
+		return time.Time{}
+	}
+	return c.cert.Leaf.NotAfter
+}
+
+// LoadCredentials reads the certificate, key and CA bundle that t names. It
+// is what a reload does, and what `ghostunnel validate` checks.
+func loadCredentials(t *configs.Tunnel) (*credentials, error) {
+	c := &credentials{}
+	var err error
+	switch {
+	case t.Keystore != "":
+		c.cert, err = loadKeystore(t.Keystore, t.Storepass.Reveal())
+	case t.Cert != "" || t.Key != "":
+		c.cert, err = loadCertKey(t.Cert, t.Key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.pool, err = loadPool(t.CACert)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	if path == "" {
+		p, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("loading system CA pool: %w", err)
+		}
+		return p, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA bundle: %w", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("CA bundle %s: no PEM certificates found", path)
+	}
+	return p, nil
+}
+
+func loadCertKey(certPath, keyPath string) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s with key %s: %w", certPath, keyPath, err)
+	}
+	return &cert, nil
+}
+
+// loadKeystore reads a PEM bundle (chain and key in one file) or a PKCS#12
+// keystore, told apart by content rather than by file name.
+func loadKeystore(path, pass string) (*tls.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading keystore: %w", err)
+	}
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		return parsePEMKeystore(path, data)
+	}
+	key, leaf, chain, err := pkcs12.DecodeChain(data, pass)
+	if err != nil {
+		return nil, fmt.Errorf("keystore %s: not a PEM bundle, and as PKCS#12: %w", path, err)
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: leaf, Certificate: [][]byte{leaf.Raw}}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	if err := checkKeyMatches(cert); err != nil {
+		return nil, fmt.Errorf("keystore %s: %w", path, err)
+	}
+	return cert, nil
+}
+
+func parsePEMKeystore(path string, data []byte) (*tls.Certificate, error) {
+	var certPEM, keyPEM []byte
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		enc := pem.EncodeToMemory(b)
+		switch {
+		case b.Type == "CERTIFICATE":
+			certPEM = append(certPEM, enc...)
+		case b.Type == "PRIVATE KEY" || b.Type == "RSA PRIVATE KEY" || b.Type == "EC PRIVATE KEY":
+			if keyPEM != nil {
+				return nil, fmt.Errorf("keystore %s: more than one private key", path)
+			}
+			keyPEM = enc
+		}
+	}
+	if certPEM == nil {
+		return nil, fmt.Errorf("keystore %s: no certificate found", path)
+	}
+	if keyPEM == nil {
+		return nil, fmt.Errorf("keystore %s: no private key found", path)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("keystore %s: %w", path, err)
+	}
+	return &cert, nil
+}
+
+// checkKeyMatches makes sure the private key belongs to the leaf, as
+// tls.X509KeyPair does for PEM input.
+func checkKeyMatches(c *tls.Certificate) error {
+	pk, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return errors.New("unsupported private key type")
+	}
+	type equaler interface{ Equal(x crypto.PublicKey) bool }
+	eq, ok := pk.Public().(equaler)
+	if !ok || !eq.Equal(c.Leaf.PublicKey) {
+		return errors.New("private key does not match certificate")
+	}
+	return nil
+}
+
+// CheckCredentials loads the credentials t names without starting anything,
+// and returns the leaf (nil when t has none). Used by `ghostunnel validate`.
+func CheckCredentials(t *configs.Tunnel) (*x509.Certificate, error) {
+	c, err := loadCredentials(t)
+	if err != nil {
+		return nil, err
+	}
+	if c.cert == nil {
+		return nil, nil
+	}
+	return c.cert.Leaf, nil
+}
+
+// insecureFileModes returns the credential files of t that group or others
+// can read, which is worth a warning at startup.
+func insecureFileModes(t *configs.Tunnel) []string {
+	var out []string
+	for _, p := range []string{t.Keystore, t.Key} {
+		if p == "" {
+			continue
+		}
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("%s (mode %#o)", p, fi.Mode().Perm()))
+		}
+	}
+	return out
+}

@@ -1,0 +1,93 @@
+package tunnel
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are one tunnel's series. They are created and registered once per
+// tunnel on a registerer that already carries the tunnel and mode labels, so
+// the connection path only touches resolved counters.
+type metrics struct {
+	accepts        prometheus.Counter
+	acceptSuccess  prometheus.Counter
+	acceptError    prometheus.Counter
+	acceptTimeout  prometheus.Counter
+	connOpen       prometheus.Gauge
+	connTimeout    prometheus.Counter
+	handshake      prometheus.Histogram
+	lifetime       prometheus.Histogram
+	bytesIn        prometheus.Counter // from the listener's peer towards the target
+	bytesOut       prometheus.Counter // from the target back to the listener's peer
+	reloads        prometheus.Counter
+	reloadFailures prometheus.Counter
+	backendUp      prometheus.Gauge
+	certNotAfter   prometheus.Gauge
+
+	all []prometheus.Collector
+	reg prometheus.Registerer
+}
+
+func newMetrics(reg prometheus.Registerer, prefix string) (*metrics, error) {
+	if prefix == "" {
+		prefix = "ghostunnel"
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: prefix, Name: name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: prefix, Name: name, Help: help})
+	}
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: prefix, Name: "bytes_total",
+		Help: "Bytes proxied; direction in is from the listener's peer to the target, out is back.",
+	}, []string{"direction"})
+	m := &metrics{
+		accepts:       counter("accept_total", "Connections accepted on the listener."),
+		acceptSuccess: counter("accept_success_total", "Connections that completed the handshake and reached the target."),
+		acceptError:   counter("accept_error_total", "Connections that failed the handshake, access control or the backend dial."),
+		acceptTimeout: counter("accept_timeout_total", "Connections whose handshake or backend dial timed out."),
+		connOpen:      gauge("conn_open", "Connections currently open (handshake done, target connected)."),
+		connTimeout:   counter("conn_timeout_total", "Open connections closed by the close timeout or the maximum lifetime."),
+		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: prefix, Name: "conn_handshake_seconds",
+			Help:    "Time to complete the TLS handshake (and, in client mode, the dial).",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+		}),
+		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: prefix, Name: "conn_lifetime_seconds",
+			Help:    "Lifetime of proxied connections.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
+		}),
+		bytesIn:        bytes.WithLabelValues("in"),
+		bytesOut:       bytes.WithLabelValues("out"),
+		reloads:        counter("reload_total", "Successful credential reloads."),
+		reloadFailures: counter("reload_failures_total", "Failed credential reloads (the old credentials stay)."),
+		backendUp:      gauge("backend_up", "1 when the last backend health check passed, 0 when it failed."),
+		certNotAfter:   gauge("cert_not_after_seconds", "Expiry of the tunnel's current certificate, as a Unix timestamp."),
+		reg:            reg,
+	}
+	m.all = []prometheus.Collector{m.accepts, m.acceptSuccess, m.acceptError, m.acceptTimeout,
+		m.connOpen, m.connTimeout, m.handshake, m.lifetime, bytes, m.reloads, m.reloadFailures,
+		m.backendUp, m.certNotAfter}
+	if reg != nil {
+		for i, c := range m.all {
+			if err := reg.Register(c); err != nil {
+				for _, r := range m.all[:i] {
+					reg.Unregister(r)
+				}
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// unregister removes the tunnel's series, when the tunnel goes away.
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.all {
+		m.reg.Unregister(c)
+	}
+}

@@ -1,0 +1,207 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pipe is one proxied connection: the accepted side (front) and the dialled
+// side (back), copied in both directions by two goroutines that hold no
+// buffer while the connection is idle.
+type pipe struct {
+	t           *Tunnel
+	front, back *end
+	peer        string
+	start       time.Time
+	// lifetime is the absolute deadline max-conn-lifetime sets (zero: none).
+	lifetime     time.Time
+	closeTimeout time.Duration
+
+	halves   atomic.Int32 // directions still running
+	timedOut atomic.Bool
+	once     sync.Once
+	in, out  atomic.Int64
+}
+
+// handle runs the handshake and the backend dial under the connect timeout,
+// then starts the two copy goroutines and returns, so the deep handshake
+// stack is not kept alive for the life of the connection.
+func (t *Tunnel) handle(c net.Conn) {
+	g := t.gen.Load()
+	start := time.Now()
+	deadline := start.Add(g.cfg.ConnectTimeout.D())
+	front := &end{sock: newSock(c)}
+	var back *end
+	var peer string
+	var state *tls.ConnectionState
+	fail := func(msg string, err error, quiet bool) {
+		if isTimeout(err) {
+			t.m.acceptTimeout.Inc()
+		} else {
+			t.m.acceptError.Inc()
+		}
+		if !quiet {
+			t.log.Log("level", "error", "msg", msg, "from", addrString(c.RemoteAddr()), "err", err)
+		}
+		c.Close()
+		t.release()
+		t.wg.Done()
+	}
+
+	switch t.mode {
+	case "server":
+		tc := tls.Server(front.sock, g.server)
+		tc.SetDeadline(deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			fail("error on TLS handshake", err, t.quiet.HandshakeErrs)
+			return
+		}
+		front.tls = tc
+		cs := tc.ConnectionState()
+		state = &cs
+		if len(cs.PeerCertificates) > 0 {
+			peer = peerName(cs.PeerCertificates[0])
+		}
+		t.m.handshake.Observe(time.Since(start).Seconds())
+		d := net.Dialer{Deadline: deadline}
+		bc, err := d.Dial(g.dialNet, g.dialAddr)
+		if err != nil {
+			fail("error on dial", err, t.quiet.ConnErrs)
+			return
+		}
+		back = &end{sock: newSock(bc)}
+		if g.cfg.ProxyProtocol {
+			mode := g.cfg.ProxyProtocolMode
+			if mode == "" {
+				mode = ppModeConn
+			}
+			hdr, err := proxyHeader(c.RemoteAddr(), c.LocalAddr(), mode, state)
+			if err == nil {
+				bc.SetWriteDeadline(deadline)
+				_, err = bc.Write(hdr)
+			}
+			if err != nil {
+				bc.Close()
+				fail("error on dial", err, t.quiet.ConnErrs)
+				return
+			}
+		}
+	default:
+		d := net.Dialer{Deadline: deadline}
+		bc, err := d.Dial(g.dialNet, g.dialAddr)
+		if err != nil {
+			fail("error on dial", err, t.quiet.ConnErrs)
+			return
+		}
+		s := newSock(bc)
+		tc := tls.Client(s, g.client)
+		tc.SetDeadline(deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err = tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			bc.Close()
+			fail("error on TLS handshake", err, t.quiet.HandshakeErrs)
+			return
+		}
+		t.m.handshake.Observe(time.Since(start).Seconds())
+		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+			peer = peerName(cs.PeerCertificates[0])
+		}
+		back = &end{sock: s, tls: tc}
+	}
+
+	p := &pipe{t: t, front: front, back: back, peer: peer, start: start, closeTimeout: g.cfg.CloseTimeout.D()}
+	if lt := g.cfg.MaxConnLifetime.D(); lt > 0 {
+		p.lifetime = time.Now().Add(lt)
+	}
+	p.setDeadline(p.lifetime)
+	t.mu.Lock()
+	t.pipes[p] = struct{}{}
+	t.mu.Unlock()
+	t.m.acceptSuccess.Inc()
+	t.m.connOpen.Inc()
+	if !t.quiet.Conns {
+		t.log.Log("msg", "opening pipe", "from", addrString(c.RemoteAddr()), "to", addrString(back.sock.RemoteAddr()), "peer", peer)
+	}
+	p.halves.Store(2)
+	go p.pump(front, back, &p.in, t.m.bytesIn.Add)
+	go p.pump(back, front, &p.out, t.m.bytesOut.Add)
+}
+
+func (p *pipe) setDeadline(d time.Time) {
+	p.front.conn().SetDeadline(d)
+	p.back.conn().SetDeadline(d)
+}
+
+// pump copies one direction. The first direction to finish cleanly leaves
+// the other the close timeout to finish; one that fails closes both.
+func (p *pipe) pump(src, dst *end, count *atomic.Int64, metric func(float64)) {
+	_, err := src.copyTo(dst, func(n int) {
+		count.Add(int64(n))
+		metric(float64(n))
+	})
+	if err != nil && isTimeout(err) {
+		p.timedOut.Store(true)
+	}
+	if p.halves.Add(-1) == 0 {
+		p.finish(err)
+		return
+	}
+	if err != nil {
+		if !isNormalClose(err) && !isTimeout(err) && !p.t.quiet.ConnErrs {
+			p.t.log.Log("level", "error", "msg", "error during copy", "peer", p.peer, "err", err)
+		}
+		p.abort()
+		return
+	}
+	d := time.Now().Add(p.closeTimeout)
+	if !p.lifetime.IsZero() && p.lifetime.Before(d) {
+		d = p.lifetime
+	}
+	p.setDeadline(d)
+}
+
+// abort closes both sides at once, waking both copy goroutines.
+func (p *pipe) abort() {
+	p.front.conn().Close()
+	p.back.conn().Close()
+}
+
+func (p *pipe) finish(err error) {
+	t := p.t
+	p.abort()
+	t.mu.Lock()
+	delete(t.pipes, p)
+	t.mu.Unlock()
+	t.m.connOpen.Dec()
+	life := time.Since(p.start)
+	t.m.lifetime.Observe(life.Seconds())
+	if p.timedOut.Load() {
+		t.m.connTimeout.Inc()
+	}
+	if err != nil && !isNormalClose(err) && !isTimeout(err) && !t.quiet.ConnErrs {
+		t.log.Log("level", "error", "msg", "error during copy", "peer", p.peer, "err", err)
+	}
+	if !t.quiet.Conns {
+		t.log.Log("msg", "closed pipe", "from", addrString(p.front.sock.RemoteAddr()), "to", addrString(p.back.sock.RemoteAddr()),
+			"peer", p.peer, "bytes_in", p.in.Load(), "bytes_out", p.out.Load(), "duration", life.Round(time.Millisecond),
+			"timeout", p.timedOut.Load())
+	}
+	t.release()
+	t.wg.Done()
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

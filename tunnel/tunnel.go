@@ -1,0 +1,462 @@
+// Package tunnel is one TLS tunnel: its listener, credentials, access
+// control, proxy loop and reload. A server tunnel accepts TLS and forwards
+// plaintext to its target; a client tunnel accepts plaintext and forwards
+// over TLS. A tunnel knows nothing of other tunnels or of the status server.
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
+)
+
+// States a tunnel goes through. Stopping is terminal.
+const (
+	StateInitializing = "initializing"
+	StateListening    = "listening"
+	StateReloading    = "reloading"
+	StateStopping     = "stopping"
+)
+
+// Quiet silences log families, as --quiet does.
+type Quiet struct {
+	Conns         bool // opening pipe / closed pipe
+	ConnErrs      bool // dial and copy errors
+	HandshakeErrs bool // TLS handshake errors
+}
+
+// Deps are what a tunnel is given rather than builds.
+type Deps struct {
+	// Logger carries tunnel=NAME already. Nil discards.
+	Logger log.Logger
+	// Registerer carries the tunnel and mode labels already. Nil: no metrics.
+	Registerer    prometheus.Registerer
+	MetricsPrefix string
+	Quiet         Quiet
+	// Listener, when set, is used instead of binding the configured address.
+	Listener net.Listener
+}
+
+// generation is one immutable set of settings: everything a new connection
+// needs, swapped atomically on reload so the connection path takes no lock.
+type generation struct {
+	cfg       configs.Tunnel
+	creds     *credentials
+	acl       *acl
+	server    *tls.Config // server mode
+	client    *tls.Config // client mode
+	dialNet   string
+	dialAddr  string
+	checkHTTP *http.Client
+}
+
+// Tunnel is one running tunnel.
+type Tunnel struct {
+	name, mode string
+	log        log.Logger
+	quiet      Quiet
+	m          *metrics
+	ln         net.Listener
+	ticketKeys [][32]byte
+	sem        chan struct{} // nil: no connection limit
+
+	gen        atomic.Pointer[generation]
+	state      atomic.Pointer[string]
+	lastReload atomic.Pointer[reloadResult]
+	reloadMu   sync.Mutex // one reload at a time
+
+	mu    sync.Mutex
+	pipes map[*pipe]struct{}
+	wg    sync.WaitGroup // open connections, and handshakes in progress
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+	bg       sync.WaitGroup // the timed reload loop
+}
+
+type reloadResult struct {
+	at  time.Time
+	err string
+}
+
+// Snapshot is a tunnel's state for the status page.
+type Snapshot struct {
+	State           string
+	Listen, Target  string
+	OpenConns       int64
+	LastReload      time.Time
+	LastReloadError string
+}
+
+// New builds a tunnel: it loads the credentials, compiles the access rules,
+// checks the target and binds the listener. Everything that can fail at
+// startup fails here, before anything is served.
+func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
+	logger := deps.Logger
+	if logger == nil {
+		logger = log.NewNopLogger()
+	}
+	t := &Tunnel{
+		name: cfg.Name, mode: cfg.Mode, log: logger, quiet: deps.Quiet,
+		pipes: make(map[*pipe]struct{}), stopped: make(chan struct{}),
+	}
+	t.setState(StateInitializing)
+	t.lastReload.Store(&reloadResult{})
+	if cfg.MaxConcurrentConns > 0 {
+		t.sem = make(chan struct{}, cfg.MaxConcurrentConns)
+	}
+	if cfg.Mode == configs.ModeServer {
+		// One set of ticket keys for the tunnel's life, so sessions resume
+		// across credential reloads; VerifyConnection re-checks them.
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, err
+		}
+		t.ticketKeys = [][32]byte{k}
+	}
+	for _, f := range insecureFileModes(&cfg) {
+		logger.Log("level", "warn", "msg", "private key file is readable by group or others", "path", f)
+	}
+	g, err := t.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Mode == configs.ModeClient && !cfg.SkipResolve {
+		if err := resolveTarget(cfg.Target, cfg.ConnectTimeout.D()); err != nil {
+			return nil, fmt.Errorf("invalid target address: %w", err)
+		}
+	}
+	t.m, err = newMetrics(deps.Registerer, deps.MetricsPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	t.gen.Store(g)
+	t.m.certNotAfter.Set(float64(g.creds.notAfter().Unix()))
+	if g.creds.cert == nil {
+		t.m.certNotAfter.Set(0)
+	}
+	t.ln = deps.Listener
+	if t.ln == nil {
+		if t.ln, err = Listen(cfg.Listen); err != nil {
+			t.m.unregister()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	return t, nil
+}
+
+// build makes a settings generation from cfg, reading credential files.
+func (t *Tunnel) build(cfg configs.Tunnel) (*generation, error) {
+	creds, err := loadCredentials(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	g := &generation{cfg: cfg, creds: creds}
+	if cfg.ConnectTimeout <= 0 {
+		g.cfg.ConnectTimeout = configs.Duration(configs.DefaultConnectTimeout)
+	}
+	if g.dialNet, g.dialAddr, err = configs.ParseAddress(cfg.Target); err != nil {
+		return nil, fmt.Errorf("invalid target address: %w", err)
+	}
+	switch cfg.Mode {
+	case configs.ModeServer:
+		if creds.cert == nil {
+			return nil, errors.New("a server tunnel needs a certificate (keystore, or cert and key)")
+		}
+		if g.acl, err = serverACL(&cfg); err != nil {
+			return nil, err
+		}
+		g.server = serverTLS(&cfg, creds, g.acl, t.ticketKeys)
+	case configs.ModeClient:
+		if g.acl, err = clientACL(&cfg); err != nil {
+			return nil, err
+		}
+		g.client = clientTLS(&cfg, creds, g.acl)
+	default:
+		return nil, fmt.Errorf("unknown mode %q", cfg.Mode)
+	}
+	if cfg.TargetStatus != "" {
+		g.checkHTTP = &http.Client{Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: creds.pool},
+			DisableKeepAlives: true,
+		}}
+	}
+	return g, nil
+}
+
+func resolveTarget(target string, timeout time.Duration) error {
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		return err
+	}
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err = net.DefaultResolver.LookupHost(ctx, host)
+	return err
+}
+
+// Name is the tunnel's name.
+func (t *Tunnel) Name() string { return t.name }
+
+// Mode is "server" or "client".
+func (t *Tunnel) Mode() string { return t.mode }
+
+// Addr is the bound listener address.
+func (t *Tunnel) Addr() net.Addr { return t.ln.Addr() }
+
+// Config is the tunnel's current settings.
+func (t *Tunnel) Config() configs.Tunnel { return t.gen.Load().cfg }
+
+// Certificate is the certificate the tunnel presents now (nil if none).
+func (t *Tunnel) Certificate() *tls.Certificate { return t.gen.Load().creds.cert }
+
+func (t *Tunnel) setState(s string) { t.state.Store(&s) }
+
+// State is initializing, listening, reloading or stopping.
+func (t *Tunnel) State() string { return *t.state.Load() }
+
+// Snapshot reports the tunnel's state without blocking.
+func (t *Tunnel) Snapshot() Snapshot {
+	g := t.gen.Load()
+	r := t.lastReload.Load()
+	t.mu.Lock()
+	open := int64(len(t.pipes))
+	t.mu.Unlock()
+	return Snapshot{
+		State: t.State(), Listen: g.cfg.Listen, Target: g.cfg.Target,
+		OpenConns: open, LastReload: r.at, LastReloadError: r.err,
+	}
+}
+
+// Serve accepts connections until Stop. Accept errors (a full descriptor
+// table, an aborted connection) back off and retry; they never end the
+// tunnel. It returns nil once stopped.
+func (t *Tunnel) Serve() error {
+	select {
+	case <-t.stopped:
+		return nil
+	default:
+	}
+	t.setState(StateListening)
+	t.log.Log("msg", "listening for connections", "listen", t.ln.Addr().String(), "target", t.Config().Target, "mode", t.mode)
+	if d := t.Config().TimedReload.D(); d > 0 {
+		t.bg.Add(1)
+		go t.reloadEvery(d)
+	}
+	var backoff time.Duration
+	for {
+		if t.sem != nil {
+			select {
+			case t.sem <- struct{}{}:
+			case <-t.stopped:
+				return nil
+			}
+		}
+		c, err := t.ln.Accept()
+		if err != nil {
+			t.release()
+			select {
+			case <-t.stopped:
+				return nil
+			default:
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			t.log.Log("level", "error", "msg", "error accepting connection", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-t.stopped:
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		t.m.accepts.Inc()
+		t.wg.Add(1)
+		go t.handle(c)
+	}
+}
+
+func (t *Tunnel) release() {
+	if t.sem != nil {
+		<-t.sem
+	}
+}
+
+func (t *Tunnel) reloadEvery(d time.Duration) {
+	defer t.bg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			t.Reload()
+		case <-t.stopped:
+			return
+		}
+	}
+}
+
+// Reload re-reads the credentials and rebuilds the settings. New handshakes
+// use the new ones; open connections are untouched. On error the tunnel
+// keeps its old credentials, logs the error and returns it. During a drain
+// reloads are ignored.
+func (t *Tunnel) Reload() error {
+	return t.Apply(t.gen.Load().cfg)
+}
+
+// Apply switches the tunnel to new settings with the same listen address:
+// new connections use them at once, open connections carry on.
+func (t *Tunnel) Apply(cfg configs.Tunnel) error {
+	t.reloadMu.Lock()
+	defer t.reloadMu.Unlock()
+	if t.State() == StateStopping {
+		return nil
+	}
+	prev := t.State()
+	t.setState(StateReloading)
+	defer func() {
+		if t.State() == StateReloading {
+			t.setState(prev)
+		}
+	}()
+	g, err := t.build(cfg)
+	now := time.Now()
+	if err != nil {
+		t.m.reloadFailures.Inc()
+		t.lastReload.Store(&reloadResult{at: now, err: err.Error()})
+		t.log.Log("level", "error", "msg", "reload failed, keeping the current credentials", "err", err)
+		return err
+	}
+	t.gen.Store(g)
+	t.m.reloads.Inc()
+	if na := g.creds.notAfter(); !na.IsZero() {
+		t.m.certNotAfter.Set(float64(na.Unix()))
+	}
+	t.lastReload.Store(&reloadResult{at: now})
+	t.log.Log("msg", "reloaded credentials", "not_after", g.creds.notAfter().Format(time.RFC3339))
+	return nil
+}
+
+// Stop stops accepting: the listener closes, open connections carry on.
+func (t *Tunnel) Stop() {
+	t.stopOnce.Do(func() {
+		t.setState(StateStopping)
+		close(t.stopped)
+		t.ln.Close()
+		t.log.Log("msg", "stopped accepting, draining connections")
+	})
+}
+
+// Wait blocks until every connection has closed, or ctx ends.
+func (t *Tunnel) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		t.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// CloseAll closes every open connection at once.
+func (t *Tunnel) CloseAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for p := range t.pipes {
+		p.abort()
+	}
+}
+
+// Close stops the tunnel, closes its connections and removes its metrics.
+func (t *Tunnel) Close() {
+	t.Stop()
+	t.CloseAll()
+	t.m.unregister()
+}
+
+// CheckBackend runs the backend health check: an HTTP GET of target-status
+// expecting 200 when set, else a TCP dial of the target (server mode) or a
+// full TLS handshake with it (client mode).
+func (t *Tunnel) CheckBackend(ctx context.Context) error {
+	err := t.checkBackend(ctx)
+	if err != nil {
+		t.m.backendUp.Set(0)
+	} else {
+		t.m.backendUp.Set(1)
+	}
+	return err
+}
+
+func (t *Tunnel) checkBackend(ctx context.Context) error {
+	g := t.gen.Load()
+	if deadline := time.Now().Add(g.cfg.ConnectTimeout.D()); true {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	if g.checkHTTP != nil {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.cfg.TargetStatus, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := g.checkHTTP.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("target-status %s returned %s", g.cfg.TargetStatus, resp.Status)
+		}
+		return nil
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, g.dialNet, g.dialAddr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if g.client == nil {
+		return nil
+	}
+	cfg := g.client.Clone()
+	cfg.ClientSessionCache = nil // a check must do the real handshake
+	tc := tls.Client(c, cfg)
+	return tc.HandshakeContext(ctx)
+}
+
+// isTimeout reports a deadline or timeout error.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isNormalClose reports errors that are how peers end connections (reset,
+// broken pipe, our own close), which are not worth an error line.
+func isNormalClose(err error) bool {
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "connection reset by peer") || strings.Contains(s, "broken pipe")
+}
