@@ -147,7 +147,10 @@ func TestClientVerification(t *testing.T) {
 	}{
 		{"hostname only", func(c *configs.Tunnel) {}, true},
 		{"wrong hostname", func(c *configs.Tunnel) { c.OverrideServerName = "db.internal" }, false},
-		{"override matches", func(c *configs.Tunnel) { c.Target = "127.0.0.1:" + portOf(srv.Addr()); c.OverrideServerName = "localhost" }, true},
+		{"override matches", func(c *configs.Tunnel) {
+			c.Target = "127.0.0.1:" + portOf(srv.Addr())
+			c.OverrideServerName = "localhost"
+		}, true},
 		{"verify-cn match", func(c *configs.Tunnel) { c.VerifyCN = []string{"localhost"} }, true},
 		{"verify-cn miss", func(c *configs.Tunnel) { c.VerifyCN = []string{"db"} }, false},
 		{"verify-dns match", func(c *configs.Tunnel) { c.VerifyDNS = []string{"localhost"} }, true},

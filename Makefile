@@ -1,0 +1,55 @@
+# ghostunnel fleet. `make run` starts configs/example.yaml; `make test` is
+# what CI runs.
+GO        ?= go
+BIN       ?= bin/ghostunnel
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 5s
+
+.PHONY: all build run example-pki test test-short fuzz bench soak lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ghostunnel
+
+# Throwaway certificates for configs/example.yaml, made afresh each run
+# (valid one day, never committed).
+example-pki:
+	$(GO) run ./internal/testpki/cmd/mkpki -dir configs/example-pki
+
+run: build example-pki
+	./$(BIN) -config configs/example.yaml
+
+# Everything, with the race detector, then a short run of every fuzz target.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+test-short:
+	$(GO) test -race -short -count=1 ./...
+
+# Each fuzz target on its seed corpus plus FUZZTIME of new inputs.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./tunnel/ ./statusd/ ./supervisor/
+
+# The long variants of the fault and load tests.
+soak:
+	GHOSTUNNEL_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Soak|Hardening' ./...
+
+lint:
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && false)
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+clean:
+	rm -rf bin configs/example-pki
