@@ -4,10 +4,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are one tunnel's series. They are created and registered once per
+// Metrics are one tunnel's series. They are created and registered once per
 // tunnel on a registerer that already carries the tunnel and mode labels, so
 // the connection path only touches resolved counters.
-type metrics struct {
+type Metrics struct {
 	accepts        prometheus.Counter
 	acceptSuccess  prometheus.Counter
 	acceptError    prometheus.Counter
@@ -27,7 +27,9 @@ type metrics struct {
 	reg prometheus.Registerer
 }
 
-func newMetrics(reg prometheus.Registerer, prefix string) (*metrics, error) {
+// NewMetrics creates a tunnel's series and registers them on reg (which
+// carries the tunnel's labels); reg may be nil.
+func NewMetrics(reg prometheus.Registerer, prefix string) (*Metrics, error) {
 	if prefix == "" {
 		prefix = "ghostunnel"
 	}
@@ -41,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, prefix string) (*metrics, error) {
 		Namespace: prefix, Name: "bytes_total",
 		Help: "Bytes proxied; direction in is from the listener's peer to the target, out is back.",
 	}, []string{"direction"})
-	m := &metrics{
+	m := &Metrics{
 		accepts:       counter("accept_total", "Connections accepted on the listener."),
 		acceptSuccess: counter("accept_success_total", "Connections that completed the handshake and reached the target."),
 		acceptError:   counter("accept_error_total", "Connections that failed the handshake, access control or the backend dial."),
@@ -82,8 +84,8 @@ func newMetrics(reg prometheus.Registerer, prefix string) (*metrics, error) {
 	return m, nil
 }
 
-// unregister removes the tunnel's series, when the tunnel goes away.
-func (m *metrics) unregister() {
+// Unregister removes the tunnel's series, when the tunnel goes away.
+func (m *Metrics) Unregister() {
 	if m.reg == nil {
 		return
 	}

@@ -48,6 +48,9 @@ type Deps struct {
 	Quiet         Quiet
 	// Listener, when set, is used instead of binding the configured address.
 	Listener net.Listener
+	// Metrics, when set, are used instead of registering new series: a
+	// tunnel that replaces another of the same name keeps its counters.
+	Metrics *Metrics
 }
 
 // generation is one immutable set of settings: everything a new connection
@@ -68,10 +71,12 @@ type Tunnel struct {
 	name, mode string
 	log        log.Logger
 	quiet      Quiet
-	m          *metrics
+	m          *Metrics
 	ln         net.Listener
 	ticketKeys [][32]byte
-	sem        chan struct{} // nil: no connection limit
+	limit      *limiter
+	ownMetrics bool          // created here, so removed on Close
+	changed    chan struct{} // signalled when settings change
 
 	gen        atomic.Pointer[generation]
 	state      atomic.Pointer[string]
@@ -112,12 +117,10 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 	t := &Tunnel{
 		name: cfg.Name, mode: cfg.Mode, log: logger, quiet: deps.Quiet,
 		pipes: make(map[*pipe]struct{}), stopped: make(chan struct{}),
+		limit: newLimiter(cfg.MaxConcurrentConns), changed: make(chan struct{}, 1),
 	}
 	t.setState(StateInitializing)
 	t.lastReload.Store(&reloadResult{})
-	if cfg.MaxConcurrentConns > 0 {
-		t.sem = make(chan struct{}, cfg.MaxConcurrentConns)
-	}
 	if cfg.Mode == configs.ModeServer {
 		// One set of ticket keys for the tunnel's life, so sessions resume
 		// across credential reloads; VerifyConnection re-checks them.
@@ -139,9 +142,12 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 			return nil, fmt.Errorf("invalid target address: %w", err)
 		}
 	}
-	t.m, err = newMetrics(deps.Registerer, deps.MetricsPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("registering metrics: %w", err)
+	t.m = deps.Metrics
+	if t.m == nil {
+		if t.m, err = NewMetrics(deps.Registerer, deps.MetricsPrefix); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+		t.ownMetrics = true
 	}
 	t.gen.Store(g)
 	t.m.certNotAfter.Set(float64(g.creds.notAfter().Unix()))
@@ -151,7 +157,9 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 	t.ln = deps.Listener
 	if t.ln == nil {
 		if t.ln, err = Listen(cfg.Listen); err != nil {
-			t.m.unregister()
+			if t.ownMetrics {
+				t.m.Unregister()
+			}
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
@@ -255,18 +263,12 @@ func (t *Tunnel) Serve() error {
 	}
 	t.setState(StateListening)
 	t.log.Log("msg", "listening for connections", "listen", t.ln.Addr().String(), "target", t.Config().Target, "mode", t.mode)
-	if d := t.Config().TimedReload.D(); d > 0 {
-		t.bg.Add(1)
-		go t.reloadEvery(d)
-	}
+	t.bg.Add(1)
+	go t.timedReload()
 	var backoff time.Duration
 	for {
-		if t.sem != nil {
-			select {
-			case t.sem <- struct{}{}:
-			case <-t.stopped:
-				return nil
-			}
+		if !t.limit.acquire() {
+			return nil
 		}
 		c, err := t.ln.Accept()
 		if err != nil {
@@ -292,22 +294,33 @@ func (t *Tunnel) Serve() error {
 	}
 }
 
-func (t *Tunnel) release() {
-	if t.sem != nil {
-		<-t.sem
-	}
-}
+func (t *Tunnel) release() { t.limit.release() }
 
-func (t *Tunnel) reloadEvery(d time.Duration) {
+// timedReload reloads every timed-reload interval; the interval is read
+// afresh whenever the settings change, so a reload can start, change or
+// stop it.
+func (t *Tunnel) timedReload() {
 	defer t.bg.Done()
-	tick := time.NewTicker(d)
-	defer tick.Stop()
 	for {
+		var tick <-chan time.Time
+		var timer *time.Timer
+		if d := t.Config().TimedReload.D(); d > 0 {
+			timer = time.NewTimer(d)
+			tick = timer.C
+		}
 		select {
-		case <-tick.C:
+		case <-tick:
 			t.Reload()
+		case <-t.changed:
+		case <-t.stopped:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		select {
 		case <-t.stopped:
 			return
+		default:
 		}
 	}
 }
@@ -317,40 +330,74 @@ func (t *Tunnel) reloadEvery(d time.Duration) {
 // keeps its old credentials, logs the error and returns it. During a drain
 // reloads are ignored.
 func (t *Tunnel) Reload() error {
+	if t.State() == StateStopping {
+		return nil
+	}
 	return t.Apply(t.gen.Load().cfg)
 }
 
 // Apply switches the tunnel to new settings with the same listen address:
 // new connections use them at once, open connections carry on.
 func (t *Tunnel) Apply(cfg configs.Tunnel) error {
+	p, err := t.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	t.Commit(p)
+	return nil
+}
+
+// Prepared is a settings generation built and checked, not yet in use.
+type Prepared struct {
+	t *Tunnel
+	g *generation
+}
+
+// CanApply reports whether cfg can replace the tunnel's settings in place;
+// a different mode or listen address needs a new tunnel.
+func (t *Tunnel) CanApply(cfg configs.Tunnel) bool {
+	cur := t.Config()
+	return cfg.Mode == cur.Mode && cfg.Listen == cur.Listen && cfg.Name == cur.Name
+}
+
+// Prepare builds the settings generation for cfg, reading every file it
+// names, without changing anything. On error the failure is recorded (last
+// reload error, failure counter) and logged.
+func (t *Tunnel) Prepare(cfg configs.Tunnel) (*Prepared, error) {
+	if !t.CanApply(cfg) {
+		return nil, fmt.Errorf("mode and listen address cannot change in place")
+	}
+	g, err := t.build(cfg)
+	if err != nil {
+		t.m.reloadFailures.Inc()
+		t.lastReload.Store(&reloadResult{at: time.Now(), err: err.Error()})
+		t.log.Log("level", "error", "msg", "reload failed, keeping the current settings", "err", err)
+		return nil, err
+	}
+	return &Prepared{t: t, g: g}, nil
+}
+
+// Commit puts a prepared generation in use. It cannot fail. During a drain
+// it does nothing.
+func (t *Tunnel) Commit(p *Prepared) {
 	t.reloadMu.Lock()
 	defer t.reloadMu.Unlock()
 	if t.State() == StateStopping {
-		return nil
+		return
 	}
-	prev := t.State()
-	t.setState(StateReloading)
-	defer func() {
-		if t.State() == StateReloading {
-			t.setState(prev)
-		}
-	}()
-	g, err := t.build(cfg)
-	now := time.Now()
-	if err != nil {
-		t.m.reloadFailures.Inc()
-		t.lastReload.Store(&reloadResult{at: now, err: err.Error()})
-		t.log.Log("level", "error", "msg", "reload failed, keeping the current credentials", "err", err)
-		return err
-	}
+	g := p.g
 	t.gen.Store(g)
+	t.limit.setMax(g.cfg.MaxConcurrentConns)
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
 	t.m.reloads.Inc()
 	if na := g.creds.notAfter(); !na.IsZero() {
 		t.m.certNotAfter.Set(float64(na.Unix()))
 	}
-	t.lastReload.Store(&reloadResult{at: now})
+	t.lastReload.Store(&reloadResult{at: time.Now()})
 	t.log.Log("msg", "reloaded credentials", "not_after", g.creds.notAfter().Format(time.RFC3339))
-	return nil
 }
 
 // Stop stops accepting: the listener closes, open connections carry on.
@@ -358,6 +405,7 @@ func (t *Tunnel) Stop() {
 	t.stopOnce.Do(func() {
 		t.setState(StateStopping)
 		close(t.stopped)
+		t.limit.stop()
 		t.ln.Close()
 		t.log.Log("msg", "stopped accepting, draining connections")
 	})
@@ -388,12 +436,18 @@ func (t *Tunnel) CloseAll() {
 	}
 }
 
-// Close stops the tunnel, closes its connections and removes its metrics.
+// Close stops the tunnel, closes its connections and removes its metrics
+// unless they were handed in through Deps.
 func (t *Tunnel) Close() {
 	t.Stop()
 	t.CloseAll()
-	t.m.unregister()
+	if t.ownMetrics {
+		t.m.Unregister()
+	}
 }
+
+// Metrics are the tunnel's series.
+func (t *Tunnel) Metrics() *Metrics { return t.m }
 
 // CheckBackend runs the backend health check: an HTTP GET of target-status
 // expecting 200 when set, else a TCP dial of the target (server mode) or a
