@@ -1,0 +1,56 @@
+package statusd
+
+import (
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/go-kit/log/level"
+)
+
+// routes builds the server's mux. It never touches http.DefaultServeMux.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+
+	// Like upstream, status and metrics answer any method.
+	mux.HandleFunc("/_status", s.handleStatus)
+	mux.HandleFunc("/_status/{name...}", s.handleTunnelStatus)
+
+	mux.HandleFunc("/_metrics", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("format") == "prometheus" {
+			s.metrics.prometheus.ServeHTTP(w, r)
+			return
+		}
+		s.metrics.serveJSON(w, r)
+	})
+	mux.HandleFunc("/_metrics/json", s.metrics.serveJSON)
+	mux.Handle("/_metrics/prometheus", s.metrics.prometheus)
+
+	if s.cfg.EnablePprof {
+		// Index also serves the named profiles (goroutine, heap, ...).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+
+	if s.cfg.EnableShutdown {
+		mux.HandleFunc("/_shutdown", s.handleShutdown)
+	}
+	return mux
+}
+
+// handleShutdown answers POST with 200 and starts the drain (once); other
+// methods get 405.
+func (s *Server) handleShutdown(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	s.shutdownOnce.Do(func() {
+		level.Info(s.logger).Log("msg", "shutdown was requested via status endpoint", "remote", r.RemoteAddr)
+		s.cfg.Shutdown()
+	})
+}
