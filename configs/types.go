@@ -145,9 +145,11 @@ type Config struct {
 	// Relative paths inside it have already been resolved against its directory.
 	Path string `yaml:"-"`
 
-	Status          string   `yaml:"status,omitempty"` // HOST:PORT, https://..., http://..., unix:PATH
-	EnablePprof     bool     `yaml:"enable-pprof,omitempty"`
-	EnableShutdown  bool     `yaml:"enable-shutdown,omitempty"`
+	Status         string `yaml:"status,omitempty"` // HOST:PORT, https://..., http://..., unix:PATH
+	EnablePprof    bool   `yaml:"enable-pprof,omitempty"`
+	EnableShutdown bool   `yaml:"enable-shutdown,omitempty"`
+	// EnableReload serves POST /_reload on the status port (fleet files).
+	EnableReload    bool     `yaml:"enable-reload,omitempty"`
 	MetricsPrefix   string   `yaml:"metrics-prefix,omitempty"`
 	ShutdownTimeout Duration `yaml:"shutdown-timeout,omitempty"`
 	DefaultTunnel   string   `yaml:"default-tunnel,omitempty"`

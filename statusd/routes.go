@@ -37,7 +37,26 @@ func (s *Server) routes() http.Handler {
 	if s.cfg.EnableShutdown {
 		mux.HandleFunc("/_shutdown", s.handleShutdown)
 	}
+	if s.cfg.EnableReload && s.cfg.Reload != nil {
+		mux.HandleFunc("/_reload", s.handleReload)
+	}
 	return mux
+}
+
+// handleReload answers POST by reloading: 200 "ok", or 500 with the error.
+// Other methods get 405.
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	level.Info(s.logger).Log("msg", "reload requested via status endpoint", "remote", r.RemoteAddr)
+	if err := s.cfg.Reload(); err != nil {
+		http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Write([]byte("ok\n"))
 }
 
 // handleShutdown answers POST with 200 and starts the drain (once); other

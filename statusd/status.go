@@ -38,6 +38,7 @@ type statusResponse struct {
 	Revision       string       `json:"revision"`
 	Compiler       string       `json:"compiler"`
 	Tunnels        []tunnelJSON `json:"tunnels"`
+	Config         any          `json:"config,omitempty"`
 }
 
 // tunnelJSON is one tunnel in /_status.
@@ -130,6 +131,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.LastReload != nil {
 		lastReload = s.cfg.LastReload()
+	}
+	if s.cfg.ConfigStatus != nil {
+		resp.Config = s.cfg.ConfigStatus()
 	}
 	resp.LastReload = formatReload(lastReload)
 

@@ -111,6 +111,14 @@ type Config struct {
 	EnablePprof bool
 	// EnableShutdown serves POST /_shutdown; otherwise it is 404.
 	EnableShutdown bool
+	// EnableReload serves POST /_reload, which calls Reload and answers 200
+	// with "ok", or 500 with the error; otherwise it is 404.
+	EnableReload bool
+	Reload       func() error
+	// ConfigStatus, if set, is added to /_status as "config" (the fleet
+	// file's generation, digest and last reload).
+	ConfigStatus func() any
+
 	// Shutdown is called (once) by POST /_shutdown. It must not block: it
 	// should only start the drain (which will in turn shut this server down).
 	Shutdown func()

@@ -1,12 +1,18 @@
 // Package supervisor turns a configs.Config into running tunnels and one
 // status server inside one oklog/run group: an actor per tunnel, one for the
-// status server and one for signals. It is the only package that knows both
-// tunnels and the status server, and adapts one to the other.
+// status server and one for signals and reloads. It is the only package that
+// knows both tunnels and the status server, and adapts one to the other.
+//
+// run.Group takes no actors once running, so tunnels a fleet reload adds
+// live under the signal actor, which drains them at shutdown; a tunnel a
+// reload removes leaves its actor parked until shutdown.
 package supervisor
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -44,21 +50,46 @@ type Options struct {
 
 // Supervisor owns a fleet of tunnels and the status server.
 type Supervisor struct {
-	cfg    *configs.Config
 	log    log.Logger
 	reg    *prometheus.Registry
 	status *statusd.Server
+	fm     *fleetMetrics
 
-	mu      sync.Mutex
-	tunnels []*tunnel.Tunnel
-	view    []statusd.Tunnel // immutable; replaced when tunnels change
+	mu       sync.Mutex
+	cfg      *configs.Config
+	tunnels  []*tunnel.Tunnel                  // in file order
+	retiring map[*tunnel.Tunnel]struct{}       // removed or replaced, draining
+	metrics  map[string]*tunnel.Metrics        // by tunnel name, across replacements
+	view     []statusd.Tunnel                  // immutable; replaced when the set changes
+	file     fileState                         // the fleet file as last applied
+	reload   reloadState                       // last reload's outcome
+	started  bool                              // Run has begun
+	active   sync.WaitGroup                    // tunnels serving or draining
+	quiet    tunnel.Quiet
 
-	stopping   atomic.Bool
-	timedOut   atomic.Bool
-	shutdownCh chan struct{}
-	shutdown   sync.Once
-	reloadCh   chan chan error
-	lastReload atomic.Pointer[time.Time]
+	stopping    atomic.Bool
+	timedOut    atomic.Bool
+	draining    chan struct{} // closed when the drain begins
+	drainOnce   sync.Once
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+	shutdownCh  chan struct{}
+	shutdown    sync.Once
+	reloadMu    sync.Mutex // one reload at a time
+}
+
+// fileState identifies the applied fleet file.
+type fileState struct {
+	generation int
+	sha256     string
+}
+
+// reloadState is the outcome of the last reload.
+type reloadState struct {
+	at       time.Time
+	ok       bool
+	err      string
+	restarts []string
 }
 
 // New builds every tunnel and the status server, binding all listeners.
@@ -75,34 +106,44 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	s := &Supervisor{cfg: cfg, log: logger, reg: reg,
-		shutdownCh: make(chan struct{}), reloadCh: make(chan chan error)}
-	var zero time.Time
-	s.lastReload.Store(&zero)
-	quiet := tunnel.Quiet{
-		Conns:         cfg.IsQuiet("conns"),
-		ConnErrs:      cfg.IsQuiet("conn-errs"),
-		HandshakeErrs: cfg.IsQuiet("handshake-errs"),
+		retiring: make(map[*tunnel.Tunnel]struct{}),
+		metrics:  make(map[string]*tunnel.Metrics),
+		draining: make(chan struct{}), shutdownCh: make(chan struct{}),
+		quiet: tunnel.Quiet{
+			Conns:         cfg.IsQuiet("conns"),
+			ConnErrs:      cfg.IsQuiet("conn-errs"),
+			HandshakeErrs: cfg.IsQuiet("handshake-errs"),
+		},
+	}
+	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+	var err error
+	if s.fm, err = newFleetMetrics(reg, cfg.MetricsPrefix); err != nil {
+		return nil, err
+	}
+	if cfg.Path != "" {
+		data, err := os.ReadFile(cfg.Path)
+		if err == nil {
+			s.file = fileState{generation: 1, sha256: digest(data)}
+		}
 	}
 	for _, tc := range cfg.Tunnels {
-		t, err := tunnel.New(tc, tunnel.Deps{
-			Logger:        log.With(logger, "tunnel", tc.Name),
-			Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"tunnel": tc.Name, "mode": tc.Mode}, reg),
-			MetricsPrefix: cfg.MetricsPrefix,
-			Quiet:         quiet,
-		})
+		t, err := s.newTunnel(tc)
 		if err != nil {
-			s.closeTunnels()
+			s.closeAll()
 			return nil, fmt.Errorf("tunnel %q: %w", tc.Name, err)
 		}
 		s.tunnels = append(s.tunnels, t)
 	}
-	s.publish()
+	s.publishLocked()
 	if cfg.Status != "" {
 		st, err := statusd.New(statusd.Config{
 			Addr:           cfg.Status,
 			EnablePprof:    cfg.EnablePprof,
 			EnableShutdown: cfg.EnableShutdown,
 			Shutdown:       s.Shutdown,
+			EnableReload:   cfg.EnableReload,
+			Reload:         s.Reload,
+			ConfigStatus:   s.configStatus,
 			DefaultTunnel:  cfg.DefaultTunnel,
 			Source:         s,
 			Gatherer:       reg,
@@ -110,11 +151,11 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 			Logger:         log.With(logger, "component", "status"),
 			Revision:       opts.Revision,
 			Stopping:       s.stopping.Load,
-			LastReload:     func() time.Time { return *s.lastReload.Load() },
-			CheckTimeout:   s.maxConnectTimeout(),
+			LastReload:     func() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.reload.at },
+			CheckTimeout:   minConnectTimeout(cfg),
 		})
 		if err != nil {
-			s.closeTunnels()
+			s.closeAll()
 			return nil, fmt.Errorf("status: %w", err)
 		}
 		s.status = st
@@ -122,9 +163,41 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 	return s, nil
 }
 
-func (s *Supervisor) maxConnectTimeout() time.Duration {
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// newTunnel builds a tunnel, reusing the metric series of an earlier
+// tunnel of the same name.
+func (s *Supervisor) newTunnel(tc configs.Tunnel) (*tunnel.Tunnel, error) {
+	m := s.metrics[tc.Name]
+	fresh := m == nil
+	if fresh {
+		var err error
+		reg := prometheus.WrapRegistererWith(prometheus.Labels{"tunnel": tc.Name, "mode": tc.Mode}, s.reg)
+		if m, err = tunnel.NewMetrics(reg, s.cfg.MetricsPrefix); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	t, err := tunnel.New(tc, tunnel.Deps{
+		Logger:  log.With(s.log, "tunnel", tc.Name),
+		Metrics: m,
+		Quiet:   s.quiet,
+	})
+	if err != nil {
+		if fresh {
+			m.Unregister()
+		}
+		return nil, err
+	}
+	s.metrics[tc.Name] = m
+	return t, nil
+}
+
+func minConnectTimeout(cfg *configs.Config) time.Duration {
 	d := configs.DefaultConnectTimeout
-	for _, t := range s.cfg.Tunnels {
+	for _, t := range cfg.Tunnels {
 		if t.ConnectTimeout.D() > 0 && t.ConnectTimeout.D() < d {
 			d = t.ConnectTimeout.D()
 		}
@@ -132,19 +205,25 @@ func (s *Supervisor) maxConnectTimeout() time.Duration {
 	return d
 }
 
-func (s *Supervisor) closeTunnels() {
+func (s *Supervisor) closeAll() {
 	for _, t := range s.tunnels {
 		t.Close()
 	}
+	for _, m := range s.metrics {
+		m.Unregister()
+	}
+	s.fm.unregister()
 }
 
-// publish rebuilds the immutable view the status server reads.
-func (s *Supervisor) publish() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	view := make([]statusd.Tunnel, len(s.tunnels))
-	for i, t := range s.tunnels {
-		view[i] = adapter{t}
+// publishLocked rebuilds the immutable view the status server reads: the
+// current tunnels, then those still draining.
+func (s *Supervisor) publishLocked() {
+	view := make([]statusd.Tunnel, 0, len(s.tunnels)+len(s.retiring))
+	for _, t := range s.tunnels {
+		view = append(view, adapter{t})
+	}
+	for t := range s.retiring {
+		view = append(view, adapter{t})
 	}
 	s.view = view
 }
@@ -184,26 +263,81 @@ func (s *Supervisor) Shutdown() {
 	s.shutdown.Do(func() { close(s.shutdownCh) })
 }
 
-// Reload reloads every tunnel's credentials, as SIGHUP does. Each tunnel
-// reloads on its own: a broken file on one leaves that one on its old
-// certificate and the others reload normally. The returned error joins the
-// failures.
-func (s *Supervisor) Reload() error {
-	if s.stopping.Load() {
-		return nil
-	}
+func (s *Supervisor) shutdownTimeout() time.Duration {
 	s.mu.Lock()
-	ts := append([]*tunnel.Tunnel(nil), s.tunnels...)
-	s.mu.Unlock()
-	var errs []error
-	for _, t := range ts {
-		if err := t.Reload(); err != nil {
-			errs = append(errs, fmt.Errorf("tunnel %q: %w", t.Name(), err))
+	defer s.mu.Unlock()
+	return s.cfg.ShutdownTimeout.D()
+}
+
+// beginDrain stops every tunnel from accepting and starts the shutdown
+// timeout. Idempotent.
+func (s *Supervisor) beginDrain() {
+	s.drainOnce.Do(func() {
+		s.stopping.Store(true)
+		close(s.draining)
+		d := s.shutdownTimeout()
+		s.log.Log("msg", "shutting down, draining connections", "timeout", d)
+		time.AfterFunc(d, s.drainCancel)
+		s.mu.Lock()
+		ts := append([]*tunnel.Tunnel(nil), s.tunnels...)
+		s.mu.Unlock()
+		for _, t := range ts {
+			t.Stop()
+		}
+	})
+}
+
+// serve runs one tunnel until it is stopped, then waits for its
+// connections: until the shutdown timeout during a drain, or as long again
+// when a reload retired it. Then the tunnel is closed and forgotten.
+func (s *Supervisor) serve(t *tunnel.Tunnel) {
+	defer s.active.Done()
+	if err := t.Serve(); err != nil {
+		s.log.Log("level", "error", "tunnel", t.Name(), "msg", "tunnel stopped", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(s.drainCtx, s.shutdownTimeout())
+	defer cancel()
+	if err := t.Wait(ctx); err != nil {
+		if s.stopping.Load() {
+			s.timedOut.Store(true)
+		}
+		n := t.Snapshot().OpenConns
+		s.log.Log("level", "warn", "tunnel", t.Name(), "msg", "drain timed out, closing connections", "open", n)
+		t.CloseAll()
+	}
+	s.forget(t)
+}
+
+// forget drops a drained tunnel from the status view; when no tunnel of
+// that name remains, its metric series go too.
+func (s *Supervisor) forget(t *tunnel.Tunnel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.Close()
+	if _, ok := s.retiring[t]; !ok {
+		return // still current: shutting down, keep it in /_status
+	}
+	delete(s.retiring, t)
+	still := false
+	for _, c := range s.tunnels {
+		still = still || c.Name() == t.Name()
+	}
+	for r := range s.retiring {
+		still = still || r.Name() == t.Name()
+	}
+	if !still {
+		if m := s.metrics[t.Name()]; m != nil {
+			m.Unregister()
+			delete(s.metrics, t.Name())
 		}
 	}
-	now := time.Now()
-	s.lastReload.Store(&now)
-	return errors.Join(errs...)
+	s.publishLocked()
+}
+
+// start launches a tunnel's serve loop (for tunnels a reload adds).
+func (s *Supervisor) startLocked(t *tunnel.Tunnel) {
+	s.active.Add(1)
+	go s.serve(t)
 }
 
 // Run serves until ctx ends, a signal or /_shutdown asks for a drain, then
@@ -211,18 +345,8 @@ func (s *Supervisor) Reload() error {
 // in time, ErrShutdownTimeout when the shutdown timeout cut the drain.
 func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 	var g run.Group
-	drainCtx, drainCancel := context.WithCancel(context.Background())
-	defer drainCancel()
-	var startDrain sync.Once
-	beginDrain := func() {
-		startDrain.Do(func() {
-			s.stopping.Store(true)
-			s.log.Log("msg", "shutting down, draining connections", "timeout", s.cfg.ShutdownTimeout.D())
-			time.AfterFunc(s.cfg.ShutdownTimeout.D(), drainCancel)
-		})
-	}
 
-	// Signals: reloads until a stop is asked for.
+	// Signals and reloads. Tunnels added by reloads live here.
 	{
 		sigs := make(chan os.Signal, 8)
 		if opts.Signals {
@@ -233,6 +357,10 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 		}
 		cancel := make(chan struct{})
 		g.Add(func() error {
+			defer func() {
+				s.beginDrain()
+				s.active.Wait()
+			}()
 			for {
 				select {
 				case sig := <-sigs:
@@ -244,10 +372,7 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 						s.log.Log("msg", "received signal", "signal", sig.String())
 						return nil
 					}
-				case reply := <-s.reloadCh:
-					reply <- s.Reload()
 				case <-s.shutdownCh:
-					s.log.Log("msg", "shutdown requested via status endpoint")
 					return nil
 				case <-ctx.Done():
 					return nil
@@ -260,37 +385,37 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 		})
 	}
 
-	// Tunnels.
+	// One actor per tunnel of the initial file. One that a reload removes
+	// parks until shutdown, since an actor returning stops the group.
 	s.mu.Lock()
-	ts := append([]*tunnel.Tunnel(nil), s.tunnels...)
-	s.mu.Unlock()
-	var drained sync.WaitGroup
-	for _, t := range ts {
-		drained.Add(1)
+	s.started = true
+	for _, t := range s.tunnels {
+		s.active.Add(1)
 		g.Add(func() error {
-			defer drained.Done()
-			err := t.Serve()
-			if werr := t.Wait(drainCtx); werr != nil {
-				s.timedOut.Store(true)
-				t.CloseAll()
-			}
-			return err
+			s.serve(t)
+			<-s.draining
+			return nil
 		}, func(error) {
-			beginDrain()
-			t.Stop()
+			s.beginDrain()
 		})
 	}
+	s.mu.Unlock()
 
 	// Status server: it keeps answering (503, "stopping") during the drain
-	// and goes last.
+	// and shuts down last.
 	if s.status != nil {
 		allDrained := make(chan struct{})
-		go func() { drained.Wait(); close(allDrained) }()
+		go func() {
+			<-s.draining
+			s.active.Wait()
+			close(allDrained)
+		}()
 		g.Add(func() error {
 			err := s.status.Serve()
 			<-allDrained
 			return err
 		}, func(error) {
+			s.beginDrain()
 			go func() {
 				<-allDrained
 				sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -301,9 +426,7 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 	}
 
 	err := g.Run()
-	for _, t := range ts {
-		t.Close()
-	}
+	s.drainCancel()
 	if s.timedOut.Load() {
 		return ErrShutdownTimeout
 	}

@@ -93,3 +93,6 @@ func (m *Metrics) Unregister() {
 		m.reg.Unregister(c)
 	}
 }
+
+// ReloadFailures counts failed reloads (for tests and fleet summaries).
+func (m *Metrics) ReloadFailures() prometheus.Counter { return m.reloadFailures }
