@@ -40,6 +40,9 @@ func (s *Server) routes() http.Handler {
 	if s.cfg.EnableReload && s.cfg.Reload != nil {
 		mux.HandleFunc("/_reload", s.handleReload)
 	}
+	for path, h := range s.cfg.Routes {
+		mux.Handle(path, h)
+	}
 	return mux
 }
 

@@ -118,6 +118,9 @@ type Config struct {
 	// ConfigStatus, if set, is added to /_status as "config" (the fleet
 	// file's generation, digest and last reload).
 	ConfigStatus func() any
+	// Routes are extra handlers by path, contributed by the supervisor;
+	// statusd serves them without looking inside.
+	Routes map[string]http.Handler
 
 	// Shutdown is called (once) by POST /_shutdown. It must not block: it
 	// should only start the drain (which will in turn shut this server down).

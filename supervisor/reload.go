@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -146,60 +144,7 @@ type Change struct {
 // Diff compares the running fleet with cfg, by tunnel name, and lists
 // process-wide keys that would need a restart.
 func Diff(old, cfg *configs.Config) (changes []Change, restart []string) {
-	byName := make(map[string]configs.Tunnel, len(old.Tunnels))
-	for _, t := range old.Tunnels {
-		byName[t.Name] = t
-	}
-	seen := make(map[string]bool)
-	for _, t := range cfg.Tunnels {
-		seen[t.Name] = true
-		o, ok := byName[t.Name]
-		switch {
-		case !ok:
-			changes = append(changes, Change{Name: t.Name, Kind: "added"})
-		case reflect.DeepEqual(o, t):
-			changes = append(changes, Change{Name: t.Name, Kind: "unchanged"})
-		case o.Mode != t.Mode || o.Listen != t.Listen:
-			changes = append(changes, Change{Name: t.Name, Kind: "replaced", Keys: differingKeys(o, t)})
-		default:
-			changes = append(changes, Change{Name: t.Name, Kind: "changed", Keys: differingKeys(o, t)})
-		}
-	}
-	for _, t := range old.Tunnels {
-		if !seen[t.Name] {
-			changes = append(changes, Change{Name: t.Name, Kind: "removed"})
-		}
-	}
-	return changes, restartKeys(old, cfg)
-}
-
-// differingKeys names the settings (YAML keys) that differ between a and b.
-func differingKeys(a, b any) []string {
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
-	var keys []string
-	for i := 0; i < va.NumField(); i++ {
-		tag := strings.Split(va.Type().Field(i).Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			keys = append(keys, tag)
-		}
-	}
-	return keys
-}
-
-// restartKeys are the process-wide settings that differ and cannot change
-// while running: the status server and logging are set up once.
-func restartKeys(old, cfg *configs.Config) []string {
-	a, b := *old, *cfg
-	// Settings applied live, and what is not a process-wide setting.
-	a.Tunnels, b.Tunnels = nil, nil
-	a.Path, b.Path = "", ""
-	a.ShutdownTimeout, b.ShutdownTimeout = 0, 0
-	keys := differingKeys(a, b)
-	sort.Strings(keys)
-	return keys
+	return CompareFingerprints(FingerprintOf(old), FingerprintOf(cfg))
 }
 
 // reloadFile re-reads the fleet file and applies it. The new file is parsed,
@@ -235,7 +180,7 @@ func (s *Supervisor) reloadFile(path string) error {
 		prepared *tunnel.Prepared
 		fresh    *tunnel.Tunnel
 	}
-	var steps []step
+	steps := make([]step, 0, len(changes))
 	var errs []error
 	byName := make(map[string]configs.Tunnel)
 	for _, t := range cfg.Tunnels {
@@ -279,20 +224,20 @@ func (s *Supervisor) reloadFile(path string) error {
 	// Everything is built: apply, which cannot fail.
 	skip := make(map[*tunnel.Tunnel]bool)
 	s.mu.Lock()
-	next := make([]*tunnel.Tunnel, 0, len(cfg.Tunnels))
+	byStep := make(map[string]*tunnel.Tunnel, len(steps))
 	var retire []*tunnel.Tunnel
 	for _, st := range steps {
 		switch st.change.Kind {
 		case "unchanged":
-			next = append(next, st.old)
+			byStep[st.change.Name] = st.old
 		case "changed":
 			st.old.Commit(st.prepared)
 			skip[st.old] = true
-			next = append(next, st.old)
+			byStep[st.change.Name] = st.old
 		case "added":
-			next = append(next, st.fresh)
+			byStep[st.change.Name] = st.fresh
 		case "replaced":
-			next = append(next, st.fresh)
+			byStep[st.change.Name] = st.fresh
 			retire = append(retire, st.old)
 		case "removed":
 			retire = append(retire, st.old)
@@ -307,6 +252,10 @@ func (s *Supervisor) reloadFile(path string) error {
 	applied.EnableReload, applied.MetricsPrefix, applied.DefaultTunnel = old.EnableReload, old.MetricsPrefix, old.DefaultTunnel
 	applied.Quiet, applied.Syslog = old.Quiet, old.Syslog
 	s.cfg = &applied
+	next := make([]*tunnel.Tunnel, 0, len(cfg.Tunnels))
+	for _, t := range cfg.Tunnels { // file order
+		next = append(next, byStep[t.Name])
+	}
 	s.tunnels = next
 	for _, t := range retire {
 		s.retiring[t] = struct{}{}

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -57,14 +58,14 @@ type Supervisor struct {
 
 	mu       sync.Mutex
 	cfg      *configs.Config
-	tunnels  []*tunnel.Tunnel                  // in file order
-	retiring map[*tunnel.Tunnel]struct{}       // removed or replaced, draining
-	metrics  map[string]*tunnel.Metrics        // by tunnel name, across replacements
-	view     []statusd.Tunnel                  // immutable; replaced when the set changes
-	file     fileState                         // the fleet file as last applied
-	reload   reloadState                       // last reload's outcome
-	started  bool                              // Run has begun
-	active   sync.WaitGroup                    // tunnels serving or draining
+	tunnels  []*tunnel.Tunnel            // in file order
+	retiring map[*tunnel.Tunnel]struct{} // removed or replaced, draining
+	metrics  map[string]*tunnel.Metrics  // by tunnel name, across replacements
+	view     []statusd.Tunnel            // immutable; replaced when the set changes
+	file     fileState                   // the fleet file as last applied
+	reload   reloadState                 // last reload's outcome
+	started  bool                        // Run has begun
+	active   sync.WaitGroup              // tunnels serving or draining
 	quiet    tunnel.Quiet
 
 	stopping    atomic.Bool
@@ -144,6 +145,7 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 			EnableReload:   cfg.EnableReload,
 			Reload:         s.Reload,
 			ConfigStatus:   s.configStatus,
+			Routes:         map[string]http.Handler{"/_config/fingerprint": http.HandlerFunc(s.serveFingerprint)},
 			DefaultTunnel:  cfg.DefaultTunnel,
 			Source:         s,
 			Gatherer:       reg,

@@ -195,5 +195,30 @@ func validateFile(path string, stdout, stderr io.Writer) int {
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
+	if cfg.Status != "" {
+		compareWithRunning(cfg, stdout)
+	}
 	return 0
+}
+
+// compareWithRunning tells what a reload of cfg would change in the
+// process serving status on cfg.Status, if one answers.
+func compareWithRunning(cfg *configs.Config, stdout io.Writer) {
+	have, err := supervisor.FetchFingerprint(cfg.Status, 2*time.Second)
+	if err != nil {
+		fmt.Fprintf(stdout, "no running process answered on %s (%v): nothing to compare\n", cfg.Status, err)
+		return
+	}
+	changes, restart := supervisor.CompareFingerprints(have, supervisor.FingerprintOf(cfg))
+	fmt.Fprintf(stdout, "a reload of the process on %s (generation %d) would:\n", cfg.Status, have.Generation)
+	for _, c := range changes {
+		line := fmt.Sprintf("  %-9s %s", c.Kind, c.Name)
+		if len(c.Keys) > 0 {
+			line += " (" + strings.Join(c.Keys, ", ") + ")"
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	if len(restart) > 0 {
+		fmt.Fprintf(stdout, "  and needs a restart for: %s\n", strings.Join(restart, ", "))
+	}
 }
