@@ -1,0 +1,309 @@
+package configs
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// server and client return valid tunnels for the tests to break.
+func server() Tunnel {
+	t := DefaultTunnelSettings()
+	t.Name, t.Mode = "srv", ModeServer
+	t.Listen, t.Target = "0.0.0.0:8443", "127.0.0.1:8080"
+	t.Keystore = "srv.pem"
+	t.AllowCN = []string{"web"}
+	return t
+}
+
+func client() Tunnel {
+	t := DefaultTunnelSettings()
+	t.Name, t.Mode = "cli", ModeClient
+	t.Listen, t.Target = "127.0.0.1:7000", "api.example.com:443"
+	t.Cert, t.Key = "cli.crt", "cli.key"
+	return t
+}
+
+func config(ts ...Tunnel) *Config {
+	c := DefaultConfig()
+	c.Tunnels = ts
+	return &c
+}
+
+// want describes the one problem a case expects, or none when msg is "".
+type want struct {
+	key, msg string
+}
+
+func checkProblems(t *testing.T, ps Problems, w want) {
+	t.Helper()
+	if w.msg == "" {
+		if len(ps) != 0 {
+			t.Errorf("want no problems, got:\n%v", ps)
+		}
+		return
+	}
+	for _, p := range ps {
+		if p.Key == w.key && strings.Contains(p.Msg, w.msg) {
+			return
+		}
+	}
+	t.Errorf("want a problem with key %q and message containing %q, got:\n%v", w.key, w.msg, ps)
+}
+
+func TestValidateTunnel(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		tunnel func() Tunnel
+		want   want
+	}{
+		{"valid server", server, want{}},
+		{"valid client", client, want{}},
+
+		// Names.
+		{"name missing", func() Tunnel { t := server(); t.Name = ""; return t }, want{"name", "name is required"}},
+		{"name upper case", func() Tunnel { t := server(); t.Name = "Web"; return t }, want{"name", `invalid name "Web"`}},
+		{"name leading dash", func() Tunnel { t := server(); t.Name = "-web"; return t }, want{"name", "invalid name"}},
+		{"name with dots", func() Tunnel { t := server(); t.Name = "web.v2_a-b"; return t }, want{}},
+		{"name 63", func() Tunnel { t := server(); t.Name = strings.Repeat("a", 63); return t }, want{}},
+		{"name 64", func() Tunnel { t := server(); t.Name = strings.Repeat("a", 64); return t }, want{"name", "at most 63"}},
+
+		// Modes.
+		{"mode missing", func() Tunnel { t := server(); t.Mode = ""; return t }, want{"mode", "mode is required"}},
+		{"mode unknown", func() Tunnel { t := server(); t.Mode = "proxy"; return t }, want{"mode", `invalid mode "proxy"`}},
+
+		// Addresses.
+		{"listen missing", func() Tunnel { t := server(); t.Listen = ""; return t }, want{"listen", "listen is required"}},
+		{"target missing", func() Tunnel { t := server(); t.Target = ""; return t }, want{"target", "target is required"}},
+		{"listen no port", func() Tunnel { t := server(); t.Listen = "localhost"; return t }, want{"listen", "missing port"}},
+		{"listen port 0", func() Tunnel { t := server(); t.Listen = "127.0.0.1:0"; return t }, want{}},
+		{"listen port too big", func() Tunnel { t := server(); t.Listen = "127.0.0.1:65536"; return t }, want{"listen", "not a number from 0 to 65535"}},
+		{"listen named port", func() Tunnel { t := server(); t.Listen = "127.0.0.1:https"; return t }, want{"listen", "not a number"}},
+		{"listen unix", func() Tunnel { t := server(); t.Listen = "unix:/run/s.sock"; return t }, want{}},
+		{"listen systemd", func() Tunnel { t := server(); t.Listen = "systemd:web"; return t }, want{}},
+		{"listen launchd", func() Tunnel { t := server(); t.Listen = "launchd:web"; return t }, want{}},
+		{"listen unix empty", func() Tunnel { t := server(); t.Listen = "unix:"; return t }, want{"listen", "missing socket path"}},
+		{"listen URL", func() Tunnel { t := server(); t.Listen = "tcp://0.0.0.0:1"; return t }, want{"listen", "not a URL"}},
+		{"target port 0", func() Tunnel { t := server(); t.Target = "127.0.0.1:0"; return t }, want{"target", "port must be from 1 to 65535"}},
+		{"server target unix", func() Tunnel { t := server(); t.Target = "unix:/run/app.sock"; return t }, want{}},
+		{"server target systemd", func() Tunnel { t := server(); t.Target = "systemd:x"; return t }, want{"target", "target must be HOST:PORT or unix:PATH"}},
+		{"server target localhost", func() Tunnel { t := server(); t.Target = "localhost:80"; return t }, want{}},
+		{"server target ::1", func() Tunnel { t := server(); t.Target = "[::1]:80"; return t }, want{}},
+		{"server target remote", func() Tunnel { t := server(); t.Target = "10.0.0.1:80"; return t },
+			want{"target", "target must be unix:PATH or localhost:PORT (unless unsafe-target is set)"}},
+		{"server target remote unsafe", func() Tunnel { t := server(); t.Target = "10.0.0.1:80"; t.UnsafeTarget = true; return t }, want{}},
+		{"client target unix", func() Tunnel { t := client(); t.Target = "unix:/x"; return t }, want{"target", "must be HOST:PORT for a client tunnel"}},
+		{"client listen remote", func() Tunnel { t := client(); t.Listen = "0.0.0.0:7000"; return t },
+			want{"listen", "(unless unsafe-listen is set)"}},
+		{"client listen remote unsafe", func() Tunnel { t := client(); t.Listen = "0.0.0.0:7000"; t.UnsafeListen = true; return t }, want{}},
+		{"client listen unix", func() Tunnel { t := client(); t.Listen = "unix:/run/c.sock"; return t }, want{}},
+		{"client listen systemd", func() Tunnel { t := client(); t.Listen = "systemd:c"; return t }, want{}},
+		{"bad IPv6 host", func() Tunnel { t := server(); t.Listen = "[zz::1]:80"; return t }, want{"listen", "invalid IPv6 address"}},
+		{"bad IPv4 host", func() Tunnel { t := server(); t.Listen = "1.2.3.999:80"; return t }, want{"listen", "invalid IPv4 address"}},
+		{"bad host name", func() Tunnel { t := client(); t.Target = "a b:80"; return t }, want{"target", "invalid host name"}},
+
+		// Credentials.
+		{"server no credentials", func() Tunnel { t := server(); t.Keystore = ""; return t }, want{"", "a certificate is required"}},
+		{"server cert and key", func() Tunnel { t := server(); t.Keystore, t.Cert, t.Key = "", "a.crt", "a.key"; return t }, want{}},
+		{"cert without key", func() Tunnel { t := server(); t.Keystore, t.Cert = "", "a.crt"; return t }, want{"cert", "cert and key must be set together"}},
+		{"key without cert", func() Tunnel { t := server(); t.Keystore, t.Key = "", "a.key"; return t }, want{"key", "cert and key must be set together"}},
+		{"keystore and cert", func() Tunnel { t := server(); t.Cert, t.Key = "a.crt", "a.key"; return t }, want{"keystore", "keystore is mutually exclusive with cert and key"}},
+		{"storepass with keystore", func() Tunnel { t := server(); t.Storepass = "pw"; return t }, want{}},
+		{"storepass without keystore", func() Tunnel { t := client(); t.Storepass = "pw"; return t }, want{"storepass", "storepass requires keystore"}},
+		{"client no credentials", func() Tunnel { t := client(); t.Cert, t.Key = "", ""; return t }, want{"", "a client certificate is required"}},
+		{"client disable-authentication", func() Tunnel { t := client(); t.Cert, t.Key = "", ""; t.DisableAuthentication = true; return t }, want{}},
+		{"client disable-authentication with cert", func() Tunnel { t := client(); t.DisableAuthentication = true; return t },
+			want{"disable-authentication", "disable-authentication is mutually exclusive with cert and key"}},
+		{"client disable-authentication with keystore", func() Tunnel {
+			t := client()
+			t.Cert, t.Key, t.Keystore = "", "", "k.p12"
+			t.DisableAuthentication = true
+			return t
+		},
+			want{"disable-authentication", "disable-authentication is mutually exclusive with keystore"}},
+
+		// Server access control.
+		{"no access control", func() Tunnel { t := server(); t.AllowCN = nil; return t }, want{"", "at least one access control setting (allow-all, allow-cn, allow-ou, allow-dns, allow-uri, allow-ip, allow-spki-pin or disable-authentication) is required"}},
+		{"empty list is no access control", func() Tunnel { t := server(); t.AllowCN = []string{}; return t }, want{"", "at least one access control setting"}},
+		{"allow-all", func() Tunnel { t := server(); t.AllowCN, t.AllowAll = nil, true; return t }, want{}},
+		{"allow-all and allow-cn", func() Tunnel { t := server(); t.AllowAll = true; return t }, want{"allow-all", "allow-all is mutually exclusive with allow-cn"}},
+		{"allow names OR together", func() Tunnel {
+			t := server()
+			t.AllowOU, t.AllowDNS, t.AllowURI, t.AllowIP = []string{"ou"}, []string{"a.example"}, []string{"spiffe://a/b"}, []string{"10.0.0.1"}
+			return t
+		}, want{}},
+		{"allow-spki-pin", func() Tunnel { t := server(); t.AllowCN, t.AllowSPKIPin = nil, []string{pin256}; return t }, want{}},
+		{"allow-spki-pin and allow-dns", func() Tunnel {
+			t := server()
+			t.AllowCN, t.AllowDNS, t.AllowSPKIPin = nil, []string{"a"}, []string{pin256}
+			return t
+		},
+			want{"allow-spki-pin", "allow-spki-pin is mutually exclusive with allow-dns"}},
+		{"server disable-authentication", func() Tunnel { t := server(); t.AllowCN, t.DisableAuthentication = nil, true; return t }, want{}},
+		{"disable-authentication and allow-all", func() Tunnel {
+			t := server()
+			t.AllowCN, t.AllowAll, t.DisableAuthentication = nil, true, true
+			return t
+		},
+			want{"allow-all", "allow-all is mutually exclusive with disable-authentication"}},
+		{"disable-authentication and allow-cn", func() Tunnel { t := server(); t.DisableAuthentication = true; return t },
+			want{"disable-authentication", "disable-authentication is mutually exclusive with allow-cn"}},
+
+		// Keys for the other mode.
+		{"verify-dns on server", func() Tunnel { t := server(); t.VerifyDNS = []string{"a"}; return t }, want{"verify-dns", "verify-dns is only for client tunnels"}},
+		{"override-server-name on server", func() Tunnel { t := server(); t.OverrideServerName = "a"; return t }, want{"override-server-name", "only for client tunnels"}},
+		{"unsafe-listen on server", func() Tunnel { t := server(); t.UnsafeListen = true; return t }, want{"unsafe-listen", "only for client tunnels"}},
+		{"allow-cn on client", func() Tunnel { t := client(); t.AllowCN = []string{"a"}; return t }, want{"allow-cn", "allow-cn is only for server tunnels"}},
+		{"allow-all on client", func() Tunnel { t := client(); t.AllowAll = true; return t }, want{"allow-all", "only for server tunnels"}},
+		{"unsafe-target on client", func() Tunnel { t := client(); t.UnsafeTarget = true; return t }, want{"unsafe-target", "only for server tunnels"}},
+		{"proxy-protocol on client", func() Tunnel { t := client(); t.ProxyProtocol = true; return t }, want{"proxy-protocol", "only for server tunnels"}},
+
+		// Client verification.
+		{"client verify names", func() Tunnel {
+			t := client()
+			t.VerifyCN, t.VerifyOU, t.VerifyDNS, t.VerifyURI, t.VerifyIP = []string{"a"}, []string{"b"}, []string{"c"}, []string{"spiffe://x/*"}, []string{"::1"}
+			return t
+		}, want{}},
+		{"client verify-spki-pin", func() Tunnel { t := client(); t.VerifySPKIPin = []string{pin256}; return t }, want{}},
+		{"verify-spki-pin and verify-cn", func() Tunnel { t := client(); t.VerifySPKIPin, t.VerifyCN = []string{pin256}, []string{"a"}; return t },
+			want{"verify-spki-pin", "verify-spki-pin is mutually exclusive with verify-cn"}},
+
+		// List entries.
+		{"allow-ip bad", func() Tunnel { t := server(); t.AllowIP = []string{"10.0.0.1", "10.0.0"}; return t }, want{"allow-ip", `invalid IP address "10.0.0"`}},
+		{"verify-ip bad", func() Tunnel { t := client(); t.VerifyIP = []string{"host"}; return t }, want{"verify-ip", "invalid IP address"}},
+		{"allow-uri bad", func() Tunnel { t := server(); t.AllowURI = []string{"spiffe://a/b*"}; return t }, want{"allow-uri", "must be a whole path segment"}},
+		{"verify-uri bad", func() Tunnel { t := client(); t.VerifyURI = []string{"spiffe://a/**/b"}; return t }, want{"verify-uri", "only allowed as the last segment"}},
+		{"allow-spki-pin bad", func() Tunnel { t := server(); t.AllowCN, t.AllowSPKIPin = nil, []string{"sha256:abc"}; return t }, want{"allow-spki-pin", "invalid SPKI pin"}},
+		{"verify-spki-pin bad", func() Tunnel { t := client(); t.VerifySPKIPin = []string{"sha1:" + pin256[7:]}; return t }, want{"verify-spki-pin", `unknown hash "sha1"`}},
+		{"empty entry", func() Tunnel { t := server(); t.AllowCN = []string{""}; return t }, want{"allow-cn", "empty value"}},
+
+		// Options.
+		{"proxy-protocol-mode", func() Tunnel { t := server(); t.ProxyProtocol, t.ProxyProtocolMode = true, "tls-full"; return t }, want{}},
+		{"proxy-protocol-mode unknown", func() Tunnel { t := server(); t.ProxyProtocol, t.ProxyProtocolMode = true, "full"; return t }, want{"proxy-protocol-mode", `invalid mode "full"`}},
+		{"proxy-protocol-mode alone", func() Tunnel { t := server(); t.ProxyProtocolMode = "conn"; return t }, want{"proxy-protocol-mode", "proxy-protocol-mode requires proxy-protocol"}},
+		{"max-tls-version 1.2", func() Tunnel { t := server(); t.MaxTLSVersion = "TLS1.2"; return t }, want{}},
+		{"max-tls-version 1.3", func() Tunnel { t := server(); t.MaxTLSVersion = "1.3"; return t }, want{}},
+		{"max-tls-version 1.1", func() Tunnel { t := server(); t.MaxTLSVersion = "TLS1.1"; return t }, want{"max-tls-version", `unknown TLS version "TLS1.1"`}},
+		{"target-status http", func() Tunnel { t := server(); t.TargetStatus = "http://127.0.0.1:8080/health"; return t }, want{}},
+		{"target-status no scheme", func() Tunnel { t := server(); t.TargetStatus = "127.0.0.1:8080"; return t }, want{"target-status", "must be an http:// or https:// URL"}},
+		{"target-status ftp", func() Tunnel { t := server(); t.TargetStatus = "ftp://a/b"; return t }, want{"target-status", "must be an http:// or https:// URL"}},
+		{"connect-timeout zero", func() Tunnel { t := server(); t.ConnectTimeout = 0; return t }, want{"connect-timeout", "connect-timeout must not be zero"}},
+		{"close-timeout zero", func() Tunnel { t := server(); t.CloseTimeout = 0; return t }, want{}},
+		{"negative duration", func() Tunnel { t := server(); t.MaxConnLifetime = Duration(-time.Second); return t }, want{"max-conn-lifetime", "must not be negative"}},
+		{"max-concurrent-conns", func() Tunnel { t := server(); t.MaxConcurrentConns = 10; return t }, want{}},
+		{"max-concurrent-conns negative", func() Tunnel { t := server(); t.MaxConcurrentConns = -1; return t }, want{"max-concurrent-conns", "must not be negative"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkProblems(t, Validate(config(c.tunnel())), c.want)
+		})
+	}
+}
+
+func TestValidateProcessWide(t *testing.T) {
+	named := func(name, listen string) Tunnel { t := server(); t.Name, t.Listen = name, listen; return t }
+	for _, c := range []struct {
+		name   string
+		config func() *Config
+		want   want
+	}{
+		{"no tunnels", func() *Config { return config() }, want{"tunnels", "no tunnels"}},
+		{"quiet", func() *Config { c := config(server()); c.Quiet = []string{"conns", "all"}; return c }, want{}},
+		{"quiet unknown", func() *Config { c := config(server()); c.Quiet = []string{"loud"}; return c }, want{"quiet", `unknown value "loud"`}},
+		{"pprof with status", func() *Config { c := config(server()); c.Status, c.EnablePprof = "127.0.0.1:6060", true; return c }, want{}},
+		{"pprof without status", func() *Config { c := config(server()); c.EnablePprof = true; return c }, want{"enable-pprof", "enable-pprof requires status"}},
+		{"shutdown without status", func() *Config { c := config(server()); c.EnableShutdown = true; return c }, want{"enable-shutdown", "enable-shutdown requires status"}},
+		{"reload without status", func() *Config { c := config(server()); c.EnableReload = true; return c }, want{"enable-reload", "enable-reload requires status"}},
+		{"status https", func() *Config { c := config(server()); c.Status = "https://localhost:6060"; return c }, want{}},
+		{"status http slash", func() *Config { c := config(server()); c.Status = "http://localhost:6060/"; return c }, want{}},
+		{"status unix", func() *Config { c := config(server()); c.Status = "unix:/run/status.sock"; return c }, want{}},
+		{"status path", func() *Config { c := config(server()); c.Status = "http://localhost:6060/x"; return c }, want{"status", "want no path"}},
+		{"status ftp", func() *Config { c := config(server()); c.Status = "ftp://localhost:6060"; return c }, want{"status", "invalid address"}},
+		{"status systemd", func() *Config { c := config(server()); c.Status = "systemd:status"; return c }, want{}},
+		{"status launchd", func() *Config { c := config(server()); c.Status = "launchd:status"; return c }, want{"status", "invalid address"}},
+		{"status no port", func() *Config { c := config(server()); c.Status = "localhost"; return c }, want{"status", "missing port"}},
+		{"metrics-prefix", func() *Config { c := config(server()); c.MetricsPrefix = "edge:ghostunnel_1"; return c }, want{}},
+		{"metrics-prefix bad", func() *Config { c := config(server()); c.MetricsPrefix = "1-x"; return c }, want{"metrics-prefix", "invalid prefix"}},
+		{"default-tunnel", func() *Config { c := config(server()); c.DefaultTunnel = "srv"; return c }, want{}},
+		{"default-tunnel unknown", func() *Config { c := config(server()); c.DefaultTunnel = "nope"; return c }, want{"default-tunnel", `no tunnel is named "nope"`}},
+		{"duplicate names", func() *Config { return config(named("a", ":1"), named("a", ":2")) }, want{"name", `duplicate tunnel name "a" (tunnel #1 has it too)`}},
+		{"same listen", func() *Config { return config(named("a", "127.0.0.1:8443"), named("b", "127.0.0.1:8443")) },
+			want{"listen", `listen address "127.0.0.1:8443" is already used by tunnel "a"`}},
+		{"same listen normalised", func() *Config { return config(named("a", "127.0.0.1:08443"), named("b", "127.0.0.1:8443")) },
+			want{"listen", `is already used by tunnel "a" ("127.0.0.1:08443")`}},
+		{"same listen IPv6 forms", func() *Config { return config(named("a", "[::0:1]:80"), named("b", "[::1]:80")) }, want{"listen", "already used"}},
+		{"same listen host case", func() *Config { return config(named("a", "LocalHost:80"), named("b", "localhost:80")) }, want{"listen", "already used"}},
+		{"wildcard covers", func() *Config { return config(named("a", "0.0.0.0:80"), named("b", "10.0.0.1:80")) }, want{"listen", "already used"}},
+		{"empty host covers", func() *Config { return config(named("a", "[::1]:80"), named("b", ":80")) }, want{"listen", "already used"}},
+		{"IPv4 wildcard and IPv6", func() *Config { return config(named("a", "0.0.0.0:80"), named("b", "[::1]:80")) }, want{}},
+		{"different ports", func() *Config { return config(named("a", "127.0.0.1:80"), named("b", "127.0.0.1:81")) }, want{}},
+		{"port 0 twice", func() *Config { return config(named("a", "127.0.0.1:0"), named("b", "127.0.0.1:0")) }, want{}},
+		{"same unix socket", func() *Config { return config(named("a", "unix:/run/a.sock"), named("b", "unix:/run/../run/a.sock")) }, want{"listen", "already used"}},
+		{"same systemd name", func() *Config { return config(named("a", "systemd:x"), named("b", "systemd:x")) }, want{"listen", "already used"}},
+		{"listen on status", func() *Config { c := config(client()); c.Status = "http://127.0.0.1:7000"; return c },
+			want{"listen", `listen address "127.0.0.1:7000" is also the status address "http://127.0.0.1:7000"`}},
+		{"listen on status systemd socket", func() *Config {
+			t := server()
+			t.Listen = "systemd:x"
+			c := config(t)
+			c.Status = "systemd:x"
+			return c
+		}, want{"listen", "is also the status address"}},
+		{"listen on status https", func() *Config { c := config(client()); c.Status = "https://127.0.0.1:7000/"; return c },
+			want{"listen", "is also the status address"}},
+		{"listen on status socket", func() *Config {
+			t := client()
+			t.Listen = "unix:/run/x.sock"
+			c := config(t)
+			c.Status = "unix:/run/x.sock"
+			return c
+		}, want{"listen", "is also the status address"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkProblems(t, Validate(c.config()), c.want)
+		})
+	}
+}
+
+func TestValidateCollectsAll(t *testing.T) {
+	bad := server()
+	bad.Name, bad.Mode, bad.Target, bad.ConnectTimeout = "", "x", "", 0
+	c := config(bad, client())
+	c.EnablePprof = true
+	ps := Validate(c)
+	keys := map[string]bool{}
+	for _, p := range ps {
+		keys[p.Key] = true
+	}
+	for _, k := range []string{"enable-pprof", "name", "mode", "target", "connect-timeout"} {
+		if !keys[k] {
+			t.Errorf("no problem with %s in:\n%v", k, ps)
+		}
+	}
+	for _, p := range ps {
+		if p.Key != "enable-pprof" && p.Tunnel != "#1" {
+			t.Errorf("problem %v: want tunnel #1", p)
+		}
+	}
+}
+
+func TestFlagError(t *testing.T) {
+	c := config(func() Tunnel { t := server(); t.AllowAll = true; t.Target = "10.0.0.1:80"; return t }())
+	c.EnablePprof = true
+	got := Validate(c).FlagErrors()
+	for _, want := range []string{
+		"--enable-pprof requires --status",
+		"--allow-all is mutually exclusive with --allow-cn",
+		"--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("FlagErrors() = %q, want it to contain %q", got, want)
+		}
+	}
+	// User values are never taken for keys.
+	c = config(func() Tunnel { t := server(); t.Name = "{allow-all}"; return t }())
+	for _, p := range Validate(c) {
+		if strings.Contains(p.FlagError(), "--allow-all") {
+			t.Errorf("FlagError() = %q: value rendered as a flag", p.FlagError())
+		}
+	}
+}
