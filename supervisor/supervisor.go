@@ -15,9 +15,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,6 +79,7 @@ type Supervisor struct {
 	shutdownCh  chan struct{}
 	shutdown    sync.Once
 	reloadMu    sync.Mutex // one reload at a time
+	notify      *notifier  // nil unless run by systemd with Type=notify
 }
 
 // fileState identifies the applied fleet file.
@@ -117,6 +120,7 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 		},
 	}
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+	s.notify = newNotifier()
 	var err error
 	if s.fm, err = newFleetMetrics(reg, cfg.MetricsPrefix); err != nil {
 		return nil, err
@@ -137,8 +141,16 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 	}
 	s.publishLocked()
 	if cfg.Status != "" {
+		var ln net.Listener
+		if name, ok := strings.CutPrefix(cfg.Status, "systemd:"); ok {
+			if ln, err = tunnel.ListenActivated(name); err != nil {
+				s.closeAll()
+				return nil, fmt.Errorf("status: %w", err)
+			}
+		}
 		st, err := statusd.New(statusd.Config{
 			Addr:           cfg.Status,
+			Listener:       ln,
 			EnablePprof:    cfg.EnablePprof,
 			EnableShutdown: cfg.EnableShutdown,
 			Shutdown:       s.Shutdown,
@@ -277,6 +289,7 @@ func (s *Supervisor) beginDrain() {
 	s.drainOnce.Do(func() {
 		s.stopping.Store(true)
 		close(s.draining)
+		s.notify.send("STOPPING=1")
 		d := s.shutdownTimeout()
 		s.log.Log("msg", "shutting down, draining connections", "timeout", d)
 		time.AfterFunc(d, s.drainCancel)
@@ -358,18 +371,27 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 			defer signal.Stop(sigs)
 		}
 		cancel := make(chan struct{})
+		wd, watchdog := s.notify.ticker()
 		g.Add(func() error {
 			defer func() {
+				if wd != nil {
+					wd.Stop()
+				}
 				s.beginDrain()
 				s.active.Wait()
 			}()
+			s.notify.send("READY=1")
 			for {
 				select {
+				case <-watchdog:
+					s.notify.send("WATCHDOG=1")
 				case sig := <-sigs:
 					switch sig {
 					case syscall.SIGHUP, syscall.SIGUSR1:
 						s.log.Log("msg", "reloading", "signal", sig.String())
+						s.notify.send("RELOADING=1")
 						s.Reload()
+						s.notify.send("READY=1")
 					default:
 						s.log.Log("msg", "received signal", "signal", sig.String())
 						return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 // old one has drained. A unix socket file left by a dead process is
 // replaced; one a live process still answers on is not.
 func Listen(addr string) (net.Listener, error) {
+	if name, ok := strings.CutPrefix(addr, "systemd:"); ok {
+		return activated(name)
+	}
 	network, address, err := configs.ParseAddress(addr)
 	if err != nil {
 		return nil, err

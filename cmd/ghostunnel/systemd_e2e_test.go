@@ -1,0 +1,111 @@
+package main
+
+import (
+	"crypto/tls"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSystemdActivationAndNotify passes the listening and status sockets
+// as systemd does (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and reads the
+// notify socket: READY, WATCHDOG, RELOADING then READY, STOPPING.
+func TestSystemdActivationAndNotify(t *testing.T) {
+	p := newE2EPKI(t)
+	backend := echoServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnFile, _ := ln.(*net.TCPListener).File()
+	stFile, _ := st.(*net.TCPListener).File()
+	addr, status := ln.Addr().String(), st.Addr().String()
+	ln.Close()
+	st.Close()
+
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+
+	// sh's $$ is the pid the binary keeps after exec, as LISTEN_PID needs.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binary(t),
+		"server", "--listen", "systemd:tunnel", "--status", "systemd:status", "--target", backend,
+		"--keystore", p.server.Combined, "--cacert", p.ca.CAFile, "--allow-all")
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=tunnel:status",
+		"NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	cmd.ExtraFiles = []*os.File{lnFile, stFile}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() { done <- cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("output:\n%s", out.String())
+		}
+	}()
+	lnFile.Close()
+	stFile.Close()
+
+	next := func(want string) {
+		t.Helper()
+		buf := make([]byte, 256)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			notify.SetReadDeadline(deadline)
+			n, err := notify.Read(buf)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", want, err)
+			}
+			if msg := string(buf[:n]); strings.Contains(msg, want) {
+				return
+			}
+		}
+		t.Fatalf("no %s", want)
+	}
+	next("READY=1")
+	next("WATCHDOG=1")
+
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{p.client.TLS()}})
+	if err != nil {
+		t.Fatalf("activated listener: %v", err)
+	}
+	roundTripE2E(t, c, "activated")
+	c.Close()
+	sc, err := tls.Dial("tcp", status, &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("activated status socket: %v", err)
+	}
+	sc.Close()
+
+	cmd.Process.Signal(syscall.SIGHUP)
+	next("RELOADING=1")
+	next("READY=1")
+	cmd.Process.Signal(syscall.SIGTERM)
+	next("STOPPING=1")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}

@@ -1,0 +1,270 @@
+package tunnel
+
+// Fuzz targets: the PROXY v2 header builder and parser, and TLS ClientHellos
+// with odd SNI values sent to a running server tunnel.
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
+)
+
+// fuzzAddr makes an address from fuzz bytes: 16 or more bytes give an IPv6
+// address, 4 to 15 an IPv4 one, fewer a unix socket (PROXY family UNSPEC).
+func fuzzAddr(b []byte, port uint16) net.Addr {
+	switch {
+	case len(b) >= 16:
+		return &net.TCPAddr{IP: net.IP(append([]byte{}, b[:16]...)), Port: int(port)}
+	case len(b) >= 4:
+		return &net.TCPAddr{IP: net.IP(append([]byte{}, b[:4]...)), Port: int(port)}
+	}
+	return &net.UnixAddr{Name: "/run/x.sock", Net: "unix"}
+}
+
+// FuzzProxyHeader builds a PROXY v2 header from fuzzed addresses and TLS
+// state, parses it back and checks that every field survived.
+func FuzzProxyHeader(f *testing.F) {
+	v4a, v4b := []byte{127, 0, 0, 1}, []byte{10, 1, 2, 3}
+	v6a := net.ParseIP("2001:db8::1")
+	mapped := net.ParseIP("::ffff:192.0.2.7")
+	f.Add(v4a, v4b, uint16(40000), uint16(8443), uint8(0), false, false, false, "", uint16(0), uint16(0), []byte(nil))
+	f.Add(v4a, v4b, uint16(1), uint16(65535), uint8(1), true, true, false, "client", uint16(tls.VersionTLS13), tls.TLS_AES_128_GCM_SHA256, []byte("der"))
+	f.Add([]byte(v6a), v4b, uint16(0), uint16(443), uint8(2), true, true, true, "spiffe client", uint16(tls.VersionTLS12), tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, bytes.Repeat([]byte{0x30}, 1500))
+	f.Add([]byte(mapped), []byte(v6a), uint16(5), uint16(6), uint8(2), true, false, false, "", uint16(0x0301), uint16(0x1301), []byte(nil))
+	f.Add([]byte{1}, []byte(nil), uint16(5), uint16(6), uint8(1), true, true, true, "\xff\x00\xfe", uint16(0xffff), uint16(0xffff), []byte{0})
+	f.Add(v4a, v4b, uint16(1), uint16(2), uint8(2), true, true, false, string(bytes.Repeat([]byte("c"), 30000)), uint16(tls.VersionTLS13), uint16(0x1302), bytes.Repeat([]byte{1}, 40000))
+	modes := []string{ppModeConn, ppModeTLS, ppModeTLSFull, "bogus"}
+
+	f.Fuzz(func(t *testing.T, srcIP, dstIP []byte, srcPort, dstPort uint16, modeSel uint8, withTLS, withCert, resumed bool, cn string, version, cipher uint16, der []byte) {
+		src, dst := fuzzAddr(srcIP, srcPort), fuzzAddr(dstIP, dstPort)
+		mode := modes[int(modeSel)%len(modes)]
+		var cs *tls.ConnectionState
+		if withTLS {
+			cs = &tls.ConnectionState{Version: version, CipherSuite: cipher, DidResume: resumed}
+			if withCert {
+				cs.PeerCertificates = []*x509.Certificate{{Raw: der, Subject: pkix.Name{CommonName: cn}}}
+			}
+		}
+		hdr, err := proxyHeader(src, dst, mode, cs)
+		if err != nil {
+			// Only oversized TLVs may fail.
+			if len(cn)+len(der) < 0xffff-512 {
+				t.Fatalf("proxyHeader failed on a small input: %v", err)
+			}
+			return
+		}
+		// Trailing application data must not change the parse.
+		info, err := parseProxyHeader(append(append([]byte{}, hdr...), "GET / HTTP/1.1\r\n"...))
+		if err != nil {
+			t.Fatalf("parsing our own header %x: %v", hdr, err)
+		}
+		if info.Len != len(hdr) {
+			t.Fatalf("header length %d, parsed %d", len(hdr), info.Len)
+		}
+		s, sok := src.(*net.TCPAddr)
+		d, dok := dst.(*net.TCPAddr)
+		switch {
+		case !sok || !dok:
+			if info.Family != 0x00 {
+				t.Fatalf("family %#x for non-TCP addresses, want UNSPEC", info.Family)
+			}
+		default:
+			want := byte(0x21)
+			if s.IP.To4() != nil && d.IP.To4() != nil {
+				want = 0x11
+			}
+			if info.Family != want {
+				t.Fatalf("family %#x, want %#x (%v -> %v)", info.Family, want, s, d)
+			}
+			if !info.Src.IP.Equal(s.IP) || info.Src.Port != s.Port || !info.Dst.IP.Equal(d.IP) || info.Dst.Port != d.Port {
+				t.Fatalf("addresses %v -> %v, want %v -> %v", &info.Src, &info.Dst, s, d)
+			}
+		}
+		tlsMode := cs != nil && (mode == ppModeTLS || mode == ppModeTLSFull)
+		if !tlsMode {
+			if info.SSLClient != 0 || info.Version != "" || info.Cipher != "" || info.CN != "" || info.ClientCert != nil {
+				t.Fatalf("mode %q (tls state %v) carried TLS TLVs: %+v", mode, cs != nil, info)
+			}
+			return
+		}
+		wantClient := byte(pp2ClientSSL)
+		if withCert {
+			wantClient |= pp2ClientCertConn
+			if resumed {
+				wantClient |= pp2ClientCertSess
+			}
+		}
+		if info.SSLClient != wantClient {
+			t.Fatalf("client bits %#x, want %#x", info.SSLClient, wantClient)
+		}
+		if info.Version != tlsVersionName(version) || info.Cipher != tls.CipherSuiteName(cipher) {
+			t.Fatalf("version %q cipher %q, want %q %q", info.Version, info.Cipher, tlsVersionName(version), tls.CipherSuiteName(cipher))
+		}
+		wantCN := ""
+		if withCert {
+			wantCN = cn
+		}
+		if info.CN != wantCN {
+			t.Fatalf("CN %q, want %q", info.CN, wantCN)
+		}
+		if withCert && (info.SigAlg == "" || info.KeyAlg == "") {
+			t.Fatalf("missing signature or key algorithm: %+v", info)
+		}
+		wantDER := mode == ppModeTLSFull && withCert && der != nil
+		if wantDER != (info.ClientCert != nil) || (wantDER && !bytes.Equal(info.ClientCert, der)) {
+			t.Fatalf("client certificate TLV %x, want %x (mode %q)", info.ClientCert, der, mode)
+		}
+	})
+}
+
+// FuzzParseProxyHeader feeds arbitrary bytes to the parser: it must not
+// panic, and a header it accepts must lie within the input.
+func FuzzParseProxyHeader(f *testing.F) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234}
+	dst := &net.TCPAddr{IP: net.ParseIP("::1"), Port: 8443}
+	cs := &tls.ConnectionState{Version: tls.VersionTLS13, CipherSuite: tls.TLS_AES_128_GCM_SHA256,
+		PeerCertificates: []*x509.Certificate{{Raw: []byte("der"), Subject: pkix.Name{CommonName: "client"}}}}
+	for _, mode := range []string{ppModeConn, ppModeTLS, ppModeTLSFull} {
+		h, err := proxyHeader(src, dst, mode, cs)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(h)
+		f.Add(h[:len(h)-1])
+	}
+	f.Add([]byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"))
+	f.Add(append(append([]byte{}, proxySig...), 0x21, 0x11, 0xff, 0xff))
+	f.Add(append(append([]byte{}, proxySig...), 0x21, 0x00, 0x00, 0x04, pp2TypeSSL, 0x00, 0x01, 0x01))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		info, err := parseProxyHeader(b)
+		if err != nil {
+			return
+		}
+		if info.Len < 16 || info.Len > len(b) {
+			t.Fatalf("accepted header of length %d in %d bytes", info.Len, len(b))
+		}
+	})
+}
+
+// rawClientHello is a TLS 1.2 ClientHello offering the tunnel's suites, with
+// server_name set to sni byte for byte (no validation at all) when withSNI.
+// It is split into records of at most 16 KiB, so long names span records.
+func rawClientHello(sni []byte, withSNI bool) []byte {
+	u16 := func(b []byte, v int) []byte { return binary.BigEndian.AppendUint16(b, uint16(v)) }
+	ext := func(b []byte, typ int, data []byte) []byte {
+		b = u16(b, typ)
+		b = u16(b, len(data))
+		return append(b, data...)
+	}
+	if len(sni) > 60000 {
+		sni = sni[:60000]
+	}
+	body := []byte{0x03, 0x03}
+	body = append(body, make([]byte, 32)...) // random
+	body = append(body, 0)                   // session id
+	suites := []uint16{0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8}
+	body = u16(body, 2*len(suites))
+	for _, s := range suites {
+		body = u16(body, int(s))
+	}
+	body = append(body, 1, 0) // compression: null
+	var exts []byte
+	if withSNI {
+		name := u16([]byte{0}, len(sni))
+		name = append(name, sni...)
+		exts = ext(exts, 0, append(u16(nil, len(name)), name...))
+	}
+	exts = ext(exts, 10, []byte{0, 4, 0, 29, 0, 23})     // supported_groups: x25519, P-256
+	exts = ext(exts, 11, []byte{1, 0})                   // ec_point_formats: uncompressed
+	exts = ext(exts, 13, []byte{0, 6, 4, 3, 8, 4, 4, 1}) // signature_algorithms
+	exts = ext(exts, 0xff01, []byte{0})                  // renegotiation_info
+	body = append(u16(body, len(exts)), exts...)
+	hs := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	var out []byte
+	for len(hs) > 0 {
+		n := min(len(hs), 16384)
+		out = append(out, 22, 3, 1, byte(n>>8), byte(n))
+		out = append(out, hs[:n]...)
+		hs = hs[n:]
+	}
+	return out
+}
+
+// sendHello writes hello to addr and reads the first bytes that come back
+// (a server flight or an alert) until the server closes or a short deadline
+// passes. It returns them, possibly none.
+func sendHello(addr string, hello []byte) ([]byte, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		return nil, nil // the server may refuse before reading it all
+	}
+	buf := make([]byte, 4096)
+	n, _ := c.Read(buf)
+	return buf[:n], nil
+}
+
+// TestRawClientHello makes sure the fuzzers' hand-made ClientHello is one a
+// tunnel answers with a ServerHello, so fuzzing reaches past the parser,
+// and that a name with a trailing dot gets an alert.
+func TestRawClientHello(t *testing.T) {
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	tun := start(t, p.serverTunnel(backend.addr()))
+	for _, tc := range []struct {
+		sni  string
+		want byte // record type: 22 handshake, 21 alert
+	}{{"localhost", 22}, {"", 21}, {"localhost.", 21}, {"\xff\x00\xfe", 22}} {
+		got, err := sendHello(tun.Addr().String(), rawClientHello([]byte(tc.sni), true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) < 6 || got[0] != tc.want || (tc.want == 22 && got[5] != 2) {
+			t.Errorf("SNI %q: answered % x, want record type %d", tc.sni, got[:min(len(got), 8)], tc.want)
+		}
+	}
+}
+
+// FuzzClientHelloSNI sends ClientHellos with fuzzed server names (long,
+// empty, non-ASCII, invalid UTF-8, NULs, trailing dots) to one running
+// server tunnel. The tunnel must not panic, and must still serve a good
+// client after each one.
+func FuzzClientHelloSNI(f *testing.F) {
+	p := newPKI(f)
+	backend := newEcho(f, "tcp", "127.0.0.1:0")
+	cfg := p.serverTunnel(backend.addr())
+	cfg.ConnectTimeout = configs.Duration(2 * time.Second) // a hello the server waits on does not pin it long
+	tun := start(f, cfg)
+	addr := tun.Addr().String()
+	good := p.clientTLS()
+
+	for _, s := range []string{"localhost", "", ".", "localhost.", "a..b", "*", "*.example.com",
+		"\x00", "ex\x00ample.com", "\xff\xfe\xfd", "bücher.example", "xn--bcher-kva.example",
+		"127.0.0.1", "[::1]", "a b c", "UPPER.CASE.EXAMPLE", "-", "%00", "../../etc/passwd"} {
+		f.Add([]byte(s), true)
+	}
+	f.Add([]byte("localhost"), false)
+	f.Add(bytes.Repeat([]byte("a"), 255), true)
+	f.Add(bytes.Repeat([]byte("label."), 3000), true) // 18 KB: spans two records
+	f.Add(bytes.Repeat([]byte{0xff}, 65535), true)    // longest the length field allows
+
+	f.Fuzz(func(t *testing.T, sni []byte, withSNI bool) {
+		if _, err := sendHello(addr, rawClientHello(sni, withSNI)); err != nil {
+			t.Fatalf("sending hello: %v", err)
+		}
+		if err := echoOK(addr, good); err != nil {
+			t.Fatalf("good client refused after SNI %q: %v", sni, err)
+		}
+	})
+}
