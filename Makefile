@@ -14,7 +14,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ghostunnel
 
 # Throwaway certificates for configs/example.yaml, made afresh each run
-# (valid one day, never committed).
+# (valid 30 days, never committed).
 example-pki:
 	$(GO) run ./internal/testpki/cmd/mkpki -dir configs/example-pki
 

@@ -12,9 +12,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
@@ -508,9 +508,6 @@ func isTimeout(err error) bool {
 // isNormalClose reports errors that are how peers end connections (reset,
 // broken pipe, our own close), which are not worth an error line.
 func isNormalClose(err error) bool {
-	if err == nil || errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	s := err.Error()
-	return strings.Contains(s, "connection reset by peer") || strings.Contains(s, "broken pipe")
+	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ENOTCONN)
 }

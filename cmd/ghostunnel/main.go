@@ -206,7 +206,7 @@ func validateFile(path string, stdout, stderr io.Writer) int {
 func compareWithRunning(cfg *configs.Config, stdout io.Writer) {
 	have, err := supervisor.FetchFingerprint(cfg.Status, 2*time.Second)
 	if err != nil {
-		fmt.Fprintf(stdout, "no running process answered on %s (%v): nothing to compare\n", cfg.Status, err)
+		fmt.Fprintf(stdout, "no running ghostunnel answered on %s; nothing to compare with\n", cfg.Status)
 		return
 	}
 	changes, restart := supervisor.CompareFingerprints(have, supervisor.FingerprintOf(cfg))

@@ -107,14 +107,18 @@ func must(err error) {
 	}
 }
 
-// NewCA makes a self-signed CA named name and writes name.pem into dir.
-func NewCA(dir, name string) *CA {
+// NewCA makes a self-signed CA named name, valid for a day, and writes
+// name.pem into dir.
+func NewCA(dir, name string) *CA { return NewCAValidFor(dir, name, 24*time.Hour) }
+
+// NewCAValidFor is NewCA with the CA valid for d from now.
+func NewCAValidFor(dir, name string, d time.Duration) *CA {
 	key := newKey(ECDSA)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"ghostunnel tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(d),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
@@ -17,10 +18,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ca := testpki.NewCA(*dir, "ca")
+	const validity = 30 * 24 * time.Hour
+	ca := testpki.NewCAValidFor(*dir, "ca", validity)
 	srv := testpki.Localhost()
 	srv.Server = true
+	srv.NotAfter = time.Now().Add(validity)
 	ca.Issue("server", srv)
-	ca.Issue("client", testpki.Options{CN: "client", URIs: []string{"spiffe://example.org/client"}, Client: true})
-	fmt.Printf("wrote a throwaway CA and server/client certificates (valid one day) to %s\n", *dir)
+	ca.Issue("client", testpki.Options{CN: "client", URIs: []string{"spiffe://example.org/client"}, Client: true,
+		NotAfter: time.Now().Add(validity)})
+	fmt.Printf("wrote a throwaway CA and server/client certificates (valid 30 days) to %s\n", *dir)
 }
