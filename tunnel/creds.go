@@ -88,12 +88,16 @@ func loadCertKey(certPath, keyPath string) (*tls.Certificate, error) {
 	return &cert, nil
 }
 
-// loadKeystore reads a PEM bundle (chain and key in one file) or a PKCS#12
-// keystore, told apart by content rather than by file name.
+// loadKeystore reads a PEM bundle (chain and key in one file), a PKCS#12
+// keystore or a Java JCEKS/JKS keystore (jceks.go), told apart by content
+// rather than by file name.
 func loadKeystore(path, pass string) (*tls.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading keystore: %w", err)
+	}
+	if isJavaKeystore(data) {
+		return loadJavaKeystore(path, data, pass)
 	}
 	if bytes.Contains(data, []byte("-----BEGIN")) {
 		return parsePEMKeystore(path, data)
