@@ -137,6 +137,10 @@ type Tunnel struct {
 	MaxConnLifetime    Duration `yaml:"max-conn-lifetime,omitempty"`
 	MaxConcurrentConns int      `yaml:"max-concurrent-conns,omitempty"`
 	SkipResolve        bool     `yaml:"skip-resolve,omitempty"`
+
+	// Reauthorize: when a fleet reload changes this tunnel's access rules,
+	// open connections whose peer the new rules refuse are closed.
+	Reauthorize bool `yaml:"reauthorize,omitempty"`
 }
 
 // Config is a whole process: process-wide settings and its tunnels.
@@ -149,8 +153,14 @@ type Config struct {
 	EnablePprof    bool   `yaml:"enable-pprof,omitempty"`
 	EnableShutdown bool   `yaml:"enable-shutdown,omitempty"`
 	// EnableReload serves POST /_reload on the status port (fleet files).
-	EnableReload    bool     `yaml:"enable-reload,omitempty"`
-	MetricsPrefix   string   `yaml:"metrics-prefix,omitempty"`
+	EnableReload  bool   `yaml:"enable-reload,omitempty"`
+	MetricsPrefix string `yaml:"metrics-prefix,omitempty"`
+	// Metrics push, every MetricsInterval: Graphite plaintext lines over a
+	// new TCP connection to MetricsGraphite (HOST:PORT), and a POST of the
+	// JSON metrics list (the body of GET /_metrics) to MetricsURL.
+	MetricsGraphite string   `yaml:"metrics-graphite,omitempty"`
+	MetricsURL      string   `yaml:"metrics-url,omitempty"`
+	MetricsInterval Duration `yaml:"metrics-interval,omitempty"`
 	ShutdownTimeout Duration `yaml:"shutdown-timeout,omitempty"`
 	DefaultTunnel   string   `yaml:"default-tunnel,omitempty"`
 	Quiet           []string `yaml:"quiet,omitempty"`
@@ -172,6 +182,7 @@ func DefaultTunnelSettings() Tunnel {
 func DefaultConfig() Config {
 	return Config{
 		MetricsPrefix:   DefaultMetricsPrefix,
+		MetricsInterval: Duration(DefaultMetricsInterval),
 		ShutdownTimeout: Duration(DefaultShutdownTimeout),
 	}
 }

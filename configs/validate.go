@@ -119,8 +119,33 @@ func (v *validator) processWide() {
 	if c.MetricsPrefix != "" && !metricsPrefixRE.MatchString(c.MetricsPrefix) {
 		v.global("metrics-prefix", "invalid prefix %q: use letters, digits, '_' and ':', not starting with a digit", c.MetricsPrefix)
 	}
+	v.metricsPush()
 	if c.DefaultTunnel != "" && !slices.ContainsFunc(c.Tunnels, func(t Tunnel) bool { return t.Name == c.DefaultTunnel }) {
 		v.global("default-tunnel", "no tunnel is named %q", c.DefaultTunnel)
+	}
+}
+
+// metricsPush checks the settings of the metrics push: metrics-url as
+// upstream does (plus a host), metrics-graphite as HOST:PORT, and a
+// positive metrics-interval when either is set.
+func (v *validator) metricsPush() {
+	c := v.c
+	if c.MetricsURL != "" {
+		if !strings.HasPrefix(c.MetricsURL, "http://") && !strings.HasPrefix(c.MetricsURL, "https://") {
+			v.global("metrics-url", "{metrics-url} should start with http:// or https://")
+		} else if u, err := url.Parse(c.MetricsURL); err != nil || u.Host == "" {
+			v.global("metrics-url", "{metrics-url} must be an http:// or https:// URL with a host")
+		}
+	}
+	if c.MetricsGraphite != "" {
+		if strings.Contains(c.MetricsGraphite, "://") {
+			v.global("metrics-graphite", "{metrics-graphite} must be HOST:PORT, not a URL")
+		} else if _, port, err := splitHostPort(c.MetricsGraphite); err != nil || port == 0 {
+			v.global("metrics-graphite", "{metrics-graphite} must be HOST:PORT with a port from 1 to 65535, not %q", c.MetricsGraphite)
+		}
+	}
+	if c.MetricsInterval <= 0 && (c.MetricsGraphite != "" || c.MetricsURL != "") {
+		v.global("metrics-interval", "{metrics-interval} must be greater than zero")
 	}
 }
 

@@ -223,6 +223,34 @@ func TestValidateProcessWide(t *testing.T) {
 		{"status no port", func() *Config { c := config(server()); c.Status = "localhost"; return c }, want{"status", "missing port"}},
 		{"metrics-prefix", func() *Config { c := config(server()); c.MetricsPrefix = "edge:ghostunnel_1"; return c }, want{}},
 		{"metrics-prefix bad", func() *Config { c := config(server()); c.MetricsPrefix = "1-x"; return c }, want{"metrics-prefix", "invalid prefix"}},
+		{"metrics push", func() *Config {
+			c := config(server())
+			c.MetricsGraphite, c.MetricsURL, c.MetricsInterval = "graphite.example.com:2003", "https://m.example.com/push", Duration(time.Second)
+			return c
+		}, want{}},
+		{"metrics-graphite IPv6", func() *Config { c := config(server()); c.MetricsGraphite = "[::1]:2003"; return c }, want{}},
+		{"metrics-graphite no port", func() *Config { c := config(server()); c.MetricsGraphite = "graphite"; return c },
+			want{"metrics-graphite", `metrics-graphite must be HOST:PORT with a port from 1 to 65535, not "graphite"`}},
+		{"metrics-graphite port 0", func() *Config { c := config(server()); c.MetricsGraphite = "graphite:0"; return c }, want{"metrics-graphite", "must be HOST:PORT"}},
+		{"metrics-graphite named port", func() *Config { c := config(server()); c.MetricsGraphite = "graphite:carbon"; return c }, want{"metrics-graphite", "must be HOST:PORT"}},
+		{"metrics-graphite URL", func() *Config { c := config(server()); c.MetricsGraphite = "tcp://graphite:2003"; return c },
+			want{"metrics-graphite", "metrics-graphite must be HOST:PORT, not a URL"}},
+		{"metrics-url http", func() *Config { c := config(server()); c.MetricsURL = "http://127.0.0.1:8080/metrics"; return c }, want{}},
+		{"metrics-url ftp", func() *Config { c := config(server()); c.MetricsURL = "ftp://m.example.com/"; return c },
+			want{"metrics-url", "metrics-url should start with http:// or https://"}},
+		{"metrics-url bare host", func() *Config { c := config(server()); c.MetricsURL = "m.example.com:8080"; return c }, want{"metrics-url", "should start with http://"}},
+		{"metrics-url no host", func() *Config { c := config(server()); c.MetricsURL = "https:///push"; return c }, want{"metrics-url", "URL with a host"}},
+		{"metrics-interval zero with graphite", func() *Config {
+			c := config(server())
+			c.MetricsGraphite, c.MetricsInterval = "127.0.0.1:2003", 0
+			return c
+		}, want{"metrics-interval", "metrics-interval must be greater than zero"}},
+		{"metrics-interval zero with url", func() *Config {
+			c := config(server())
+			c.MetricsURL, c.MetricsInterval = "http://127.0.0.1:1/", 0
+			return c
+		}, want{"metrics-interval", "must be greater than zero"}},
+		{"metrics-interval zero without push", func() *Config { c := config(server()); c.MetricsInterval = 0; return c }, want{}},
 		{"default-tunnel", func() *Config { c := config(server()); c.DefaultTunnel = "srv"; return c }, want{}},
 		{"default-tunnel unknown", func() *Config { c := config(server()); c.DefaultTunnel = "nope"; return c }, want{"default-tunnel", `no tunnel is named "nope"`}},
 		{"duplicate names", func() *Config { return config(named("a", ":1"), named("a", ":2")) }, want{"name", `duplicate tunnel name "a" (tunnel #1 has it too)`}},
@@ -305,5 +333,33 @@ func TestFlagError(t *testing.T) {
 		if strings.Contains(p.FlagError(), "--allow-all") {
 			t.Errorf("FlagError() = %q: value rendered as a flag", p.FlagError())
 		}
+	}
+}
+
+// TestValidateMetricsPushFlagErrors: the metrics push settings read as
+// upstream's flag errors on the command line, and a URL (which may hold a
+// password) is never echoed.
+func TestValidateMetricsPushFlagErrors(t *testing.T) {
+	c := config(server())
+	c.MetricsURL, c.MetricsGraphite, c.MetricsInterval = "ftp://m", "graphite", 0
+	got := Validate(c).FlagErrors()
+	for _, want := range []string{
+		"--metrics-url should start with http:// or https://",
+		`--metrics-graphite must be HOST:PORT with a port from 1 to 65535, not "graphite"`,
+		"--metrics-interval must be greater than zero",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("FlagErrors() = %q, want it to contain %q", got, want)
+		}
+	}
+
+	c = config(server())
+	c.MetricsURL = "https://user:s3cret@/push"
+	ps := Validate(c)
+	if len(ps) != 1 || ps[0].Key != "metrics-url" {
+		t.Fatalf("want one metrics-url problem, got:\n%v", ps)
+	}
+	if strings.Contains(ps.Error(), "s3cret") || strings.Contains(ps.FlagErrors(), "s3cret") {
+		t.Errorf("the password is echoed: %v", ps)
 	}
 }

@@ -100,8 +100,9 @@ func (l promErrorLogger) Println(v ...any) {
 	l.logger.Log("msg", "serving prometheus metrics", "err", strings.TrimSpace(fmt.Sprintln(v...)))
 }
 
-// metricPoint is one entry of the JSON metrics list.
-type metricPoint struct {
+// MetricPoint is one entry of the JSON metrics list. Value is a float64
+// that encodes as a JSON integer when it is integral.
+type MetricPoint struct {
 	Hostname  string     `json:"hostname"`
 	Metric    string     `json:"metric"`
 	Timestamp int64      `json:"timestamp"`
@@ -121,14 +122,25 @@ func (n jsonNumber) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, f, 'g', -1, 64), nil
 }
 
+// GatherPoints gathers g and renders it as the JSON metrics list of GET
+// /_metrics: the tunnel metric families named PREFIX_... (prefix "" means
+// DefaultMetricsPrefix), timestamped now, sorted by tunnel then metric. On
+// a gather error it returns what could be gathered along with the error.
+func GatherPoints(g prometheus.Gatherer, prefix, hostname string) ([]MetricPoint, error) {
+	if prefix == "" {
+		prefix = DefaultMetricsPrefix
+	}
+	families, err := g.Gather()
+	return renderJSON(families, prefix, hostname, time.Now()), err
+}
+
 // serveJSON serves the JSON metrics list.
 func (m *metricsHandler) serveJSON(w http.ResponseWriter, _ *http.Request) {
-	families, err := m.gatherer.Gather()
+	points, err := GatherPoints(m.gatherer, m.prefix, m.hostname)
 	if err != nil {
 		// Gather returns what it could collect along with the error.
 		level.Warn(m.logger).Log("msg", "gathering metrics", "err", err)
 	}
-	points := renderJSON(families, m.prefix, m.hostname, time.Now())
 	body, err := json.Marshal(points)
 	if err != nil {
 		level.Error(m.logger).Log("msg", "encoding metrics", "err", err)
@@ -142,7 +154,7 @@ func (m *metricsHandler) serveJSON(w http.ResponseWriter, _ *http.Request) {
 // renderJSON converts the tunnel metric families (named PREFIX_..., with a
 // tunnel label) to upstream's JSON list, sorted by tunnel then metric.
 // Families without a tunnel label (go_*, process_*, ...) are skipped.
-func renderJSON(families []*dto.MetricFamily, prefix, hostname string, now time.Time) []metricPoint {
+func renderJSON(families []*dto.MetricFamily, prefix, hostname string, now time.Time) []MetricPoint {
 	byName := make(map[string]*dto.MetricFamily, len(families))
 	for _, f := range families {
 		byName[f.GetName()] = f
@@ -157,13 +169,13 @@ func renderJSON(families []*dto.MetricFamily, prefix, hostname string, now time.
 		}
 	}
 
-	points := make([]metricPoint, 0)
+	points := make([]MetricPoint, 0)
 	ts := now.Unix()
 	emit := func(tunnel, metric string, v float64) {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return
 		}
-		points = append(points, metricPoint{Hostname: hostname, Metric: metric, Timestamp: ts, Value: jsonNumber(v), Tunnel: tunnel})
+		points = append(points, MetricPoint{Hostname: hostname, Metric: metric, Timestamp: ts, Value: jsonNumber(v), Tunnel: tunnel})
 	}
 
 	for _, f := range families {
@@ -224,7 +236,7 @@ func renderJSON(families []*dto.MetricFamily, prefix, hostname string, now time.
 			}
 		}
 	}
-	slices.SortStableFunc(points, func(a, b metricPoint) int {
+	slices.SortStableFunc(points, func(a, b MetricPoint) int {
 		return cmp.Or(strings.Compare(a.Tunnel, b.Tunnel), strings.Compare(a.Metric, b.Metric))
 	})
 	return points

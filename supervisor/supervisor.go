@@ -436,6 +436,11 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 		}()
 		g.Add(func() error {
 			err := s.status.Serve()
+			if !s.stopping.Load() {
+				// Serve gave up on its own (it retries temporary accept
+				// errors itself): the fleet drains and the process exits.
+				return fmt.Errorf("status server: %w", err)
+			}
 			<-allDrained
 			return err
 		}, func(error) {
@@ -447,6 +452,11 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 				s.status.Shutdown(sctx)
 			}()
 		})
+	}
+
+	// Metrics push (metrics-graphite, metrics-url), when configured.
+	if p := s.newPusher(); p != nil {
+		g.Add(p.actor())
 	}
 
 	err := g.Run()

@@ -60,11 +60,8 @@ type invocation struct {
 	Unsupported map[string]string
 
 	// Process-wide settings configs.Config does not model (yet).
-	MetricsInterval time.Duration // --metrics-interval, default 30s
-	MetricsGraphite string        // --metrics-graphite HOST:PORT
-	MetricsURL      string        // --metrics-url http(s)://...
-	DisableLandlock bool          // --disable-landlock
-	UseLandlock     bool          // --use-landlock (deprecated upstream, accepted)
+	DisableLandlock bool // --disable-landlock
+	UseLandlock     bool // --use-landlock (deprecated upstream, accepted)
 }
 
 // tunnel returns the invocation's single tunnel, or nil when there is none.
@@ -190,15 +187,15 @@ var flagTable = []flagSpec{
 		ptr: func(d *dest) any { return &d.cfg.MetricsPrefix }},
 	{name: "metrics-interval", kind: kindDuration, scope: scopeProcess, placeholder: "DURATION",
 		help: "Interval of --metrics-graphite and --metrics-url reports.", def: "30s",
-		ptr: func(d *dest) any { return &d.inv.MetricsInterval }},
+		ptr: func(d *dest) any { return &d.cfg.MetricsInterval }},
 	{name: "metrics-graphite", kind: kindString, scope: scopeProcess, placeholder: "ADDR",
 		help:  "Send metrics to this Graphite HOST:PORT (raw TCP) every interval.",
 		check: checkHostPort,
-		ptr:   func(d *dest) any { return &d.inv.MetricsGraphite }},
+		ptr:   func(d *dest) any { return &d.cfg.MetricsGraphite }},
 	{name: "metrics-url", kind: kindString, scope: scopeProcess, placeholder: "URL",
 		help:  "POST metrics as JSON to this http(s) URL every interval.",
 		check: checkHTTPURL,
-		ptr:   func(d *dest) any { return &d.inv.MetricsURL }},
+		ptr:   func(d *dest) any { return &d.cfg.MetricsURL }},
 	{name: "disable-landlock", kind: kindBool, scope: scopeProcess,
 		help: "Disable the best-effort landlock sandbox (Linux).",
 		ptr:  func(d *dest) any { return &d.inv.DisableLandlock }},
@@ -425,10 +422,9 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool)) (*invocatio
 	p := &parser{
 		lookupEnv: lookupEnv,
 		inv: &invocation{
-			Set:             map[string]bool{},
-			FromEnv:         map[string]string{},
-			Unsupported:     map[string]string{},
-			MetricsInterval: configs.DefaultMetricsInterval,
+			Set:         map[string]bool{},
+			FromEnv:     map[string]string{},
+			Unsupported: map[string]string{},
 		},
 		cfg:     configs.DefaultConfig(),
 		tun:     configs.DefaultTunnelSettings(),
@@ -814,12 +810,6 @@ func fromFlagsYAML(inv *invocation) string {
 			if v, ok := inv.Unsupported[s.name]; ok {
 				head = append(head, fmt.Sprintf("# not supported by ghostunnel fleet: --%s=%s", s.name, v))
 			}
-		case s.name == "metrics-interval":
-			head = append(head, "# no fleet-file key yet: --metrics-interval="+inv.MetricsInterval.String())
-		case s.name == "metrics-graphite":
-			head = append(head, "# no fleet-file key yet: --metrics-graphite="+inv.MetricsGraphite)
-		case s.name == "metrics-url":
-			head = append(head, "# no fleet-file key yet: --metrics-url="+inv.MetricsURL)
 		case s.name == "disable-landlock":
 			head = append(head, "# no fleet-file key yet: --disable-landlock="+strconv.FormatBool(inv.DisableLandlock))
 		case s.name == "use-landlock":

@@ -24,15 +24,12 @@ func envOf(m map[string]string) func(string) (string, bool) {
 // extras are the invocation fields outside Config.
 type extras struct {
 	Unsupported     map[string]string
-	MetricsInterval time.Duration
-	MetricsGraphite string
-	MetricsURL      string
 	DisableLandlock bool
 	UseLandlock     bool
 }
 
 func extrasOf(inv *invocation) extras {
-	return extras{inv.Unsupported, inv.MetricsInterval, inv.MetricsGraphite, inv.MetricsURL, inv.DisableLandlock, inv.UseLandlock}
+	return extras{inv.Unsupported, inv.DisableLandlock, inv.UseLandlock}
 }
 
 const lt = " --listen l:1 --target t:2"
@@ -134,10 +131,12 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			edit: func(c *configs.Config, tn *configs.Tunnel) {
 				tn.CloseTimeout, tn.MaxConnLifetime, tn.MaxConcurrentConns = 0, configs.Duration(time.Hour), 100
 			}},
-		{name: "invocation-only settings", args: strings.Fields("server --metrics-interval 10s --metrics-graphite graphite:2003 --metrics-url https://m/x --disable-landlock --use-landlock" + lt), mode: "server",
-			extra: func(e *extras) {
-				e.MetricsInterval, e.MetricsGraphite, e.MetricsURL, e.DisableLandlock, e.UseLandlock = 10*time.Second, "graphite:2003", "https://m/x", true, true
+		{name: "metrics push", args: strings.Fields("server --metrics-interval 10s --metrics-graphite graphite:2003 --metrics-url https://m/x" + lt), mode: "server",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				c.MetricsInterval, c.MetricsGraphite, c.MetricsURL = configs.Duration(10*time.Second), "graphite:2003", "https://m/x"
 			}},
+		{name: "invocation-only settings", args: strings.Fields("server --disable-landlock --use-landlock" + lt), mode: "server",
+			extra: func(e *extras) { e.DisableLandlock, e.UseLandlock = true, true }},
 
 		// Accepted but unsupported.
 		{name: "unsupported server",
@@ -208,7 +207,7 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			if !reflect.DeepEqual(inv.Config, want) {
 				t.Errorf("Config mismatch\n got: %+v\nwant: %+v", inv.Config, want)
 			}
-			wantX := extras{Unsupported: map[string]string{}, MetricsInterval: configs.DefaultMetricsInterval}
+			wantX := extras{Unsupported: map[string]string{}}
 			if tc.extra != nil {
 				tc.extra(&wantX)
 			}
@@ -505,7 +504,7 @@ func TestFlagTable(t *testing.T) {
 		}
 	}
 	// Every YAML key has a flag, except the fleet-only ones.
-	fleetOnly := map[string]bool{"name": true, "mode": true, "tunnels": true, "default-tunnel": true}
+	fleetOnly := map[string]bool{"name": true, "mode": true, "tunnels": true, "default-tunnel": true, "enable-reload": true, "reauthorize": true}
 	for _, m := range []map[uintptr]string{tunFields, cfgFields} {
 		for _, key := range m {
 			if !fleetOnly[key] && !flagKeys[key] {
@@ -548,8 +547,11 @@ func TestFromFlagsYAMLRoundTrip(t *testing.T) {
 				"--allow-ou", "#ou", "--allow-dns", "*.example.com", "--allow-uri", "spiffe://x/**", "--allow-ip", "10.0.0.1",
 				"--allow-spki-pin", "sha256:AbC+/=", "--disable-authentication", "--metrics-interval", "1m", "--allow-policy", "p"},
 			want: []string{"storepass: ${KEYSTORE_PASS}", "connect-timeout: 10s", "status: 127.0.0.1:9", "quiet: [conns, handshake-errs]",
-				`allow-cn: [a, 'b: c', "true"]`, "# no fleet-file key yet: --metrics-interval=1m0s", "# not supported by ghostunnel fleet: --allow-policy=p"},
-			notWant: []string{"s3cret", "metrics-prefix"}},
+				`allow-cn: [a, 'b: c', "true"]`, "metrics-interval: 1m0s\n", "# not supported by ghostunnel fleet: --allow-policy=p"},
+			notWant: []string{"s3cret", "metrics-prefix", "no fleet-file key yet: --metrics"}},
+		{name: "metrics push", args: strings.Fields("config from-flags server --metrics-graphite graphite.example.com:2003 --metrics-url https://m.example.com/push --metrics-interval 30s" + lt),
+			want:    []string{"metrics-graphite: graphite.example.com:2003\n", "metrics-url: https://m.example.com/push\n"},
+			notWant: []string{"metrics-interval", "no fleet-file key yet"}},
 		{name: "client with env", args: strings.Fields("config from-flags client --unsafe-listen --override-server-name n --verify-cn c --verify-uri-san u --verify-ip ::1 --verify-spki-pin sha256:x --disable-authentication" + lt),
 			env:     map[string]string{"KEYSTORE_PATH": "/env/k.pem", "KEYSTORE_PASS": "envpass"},
 			want:    []string{"keystore: /env/k.pem # from $KEYSTORE_PATH", "storepass: ${KEYSTORE_PASS}", "verify-uri: [u]", "verify-ip: ['::1']"},

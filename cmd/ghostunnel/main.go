@@ -90,10 +90,6 @@ func checkFlags(inv *invocation, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ghostunnel: error: %s: not supported by this build yet (see the README's compatibility table)\n", strings.Join(names, ", "))
 		return 1
 	}
-	if inv.MetricsGraphite != "" || inv.MetricsURL != "" {
-		fmt.Fprintln(stderr, "ghostunnel: error: --metrics-graphite and --metrics-url are not supported by this build yet; scrape /_metrics on --status instead")
-		return 1
-	}
 	if ps := configs.Validate(&inv.Config); ps.HasErrors() {
 		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", ps.Errors().FlagErrors())
 		return 1
