@@ -72,7 +72,7 @@ var (
 		"unsafe-target", "proxy-protocol", "proxy-protocol-mode",
 	}
 	clientOnlyKeys = []string{
-		"unsafe-listen", "override-server-name",
+		"unsafe-listen", "override-server-name", "proxy",
 		"verify-cn", "verify-ou", "verify-dns", "verify-uri", "verify-ip", "verify-spki-pin",
 	}
 )

@@ -118,14 +118,18 @@ type Tunnel struct {
 	ProxyProtocolMode string `yaml:"proxy-protocol-mode,omitempty"` // conn (default), tls, tls-full
 
 	// Client settings. The verify-* name lists OR together.
-	UnsafeListen       bool     `yaml:"unsafe-listen,omitempty"`
-	OverrideServerName string   `yaml:"override-server-name,omitempty"`
-	VerifyCN           []string `yaml:"verify-cn,omitempty"`
-	VerifyOU           []string `yaml:"verify-ou,omitempty"`
-	VerifyDNS          []string `yaml:"verify-dns,omitempty"`
-	VerifyURI          []string `yaml:"verify-uri,omitempty"`
-	VerifyIP           []string `yaml:"verify-ip,omitempty"`
-	VerifySPKIPin      []string `yaml:"verify-spki-pin,omitempty"`
+	UnsafeListen       bool   `yaml:"unsafe-listen,omitempty"`
+	OverrideServerName string `yaml:"override-server-name,omitempty"`
+	// Proxy reaches the target through an HTTP CONNECT (http://) or SOCKS5
+	// (socks5://, socks5h:// to resolve at the proxy) proxy; credentials
+	// may be in the URL.
+	Proxy         Secret   `yaml:"proxy,omitempty"`
+	VerifyCN      []string `yaml:"verify-cn,omitempty"`
+	VerifyOU      []string `yaml:"verify-ou,omitempty"`
+	VerifyDNS     []string `yaml:"verify-dns,omitempty"`
+	VerifyURI     []string `yaml:"verify-uri,omitempty"`
+	VerifyIP      []string `yaml:"verify-ip,omitempty"`
+	VerifySPKIPin []string `yaml:"verify-spki-pin,omitempty"`
 
 	// DisableAuthentication: a server asks no client certificate; a client
 	// sends none.

@@ -166,6 +166,22 @@ func (v *validator) tunnel(i int) {
 	}
 	v.lists(i, t)
 	v.options(i, t)
+	v.proxy(i, t)
+}
+
+// proxy checks the client's proxy URL without ever repeating it: it may
+// carry a password.
+func (v *validator) proxy(i int, t *Tunnel) {
+	if t.Proxy == "" {
+		return
+	}
+	u, err := url.Parse(t.Proxy.Reveal())
+	switch {
+	case err != nil || u.Host == "":
+		v.at(i, "proxy", "{proxy} must be a URL such as http://HOST:PORT or socks5://HOST:PORT")
+	case u.Scheme != "http" && u.Scheme != "socks5" && u.Scheme != "socks5h":
+		v.at(i, "proxy", "{proxy} scheme %q: want http, socks5 or socks5h", u.Scheme)
+	}
 }
 
 func (v *validator) name(i int, t *Tunnel) {

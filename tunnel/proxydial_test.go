@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"time"
 )
 
@@ -177,5 +179,31 @@ func TestProxyDialer(t *testing.T) {
 	}
 	if _, err := newProxyDialer("ftp://x:1"); err == nil {
 		t.Fatal("ftp proxy accepted")
+	}
+}
+
+// TestClientTunnelThroughProxy: a client tunnel with proxy: set reaches its
+// server tunnel only through the proxy.
+func TestClientTunnelThroughProxy(t *testing.T) {
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	srv := start(t, p.serverTunnel(backend.addr()))
+	px := newTestProxy(t, "http", "u", "pw")
+	cfg := p.clientTunnel("localhost:" + portOf(srv.Addr()))
+	cfg.Proxy = configs.Secret("http://u:pw@" + px.ln.Addr().String())
+	cli := start(t, cfg)
+	c, err := net.Dial("tcp", cli.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "proxied"); err != nil || got != "proxied" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if px.opened.Load() != 1 {
+		t.Fatalf("proxy carried %d connections, want 1", px.opened.Load())
+	}
+	if err := cli.CheckBackend(context.Background()); err != nil {
+		t.Fatalf("backend check through the proxy: %v", err)
 	}
 }

@@ -63,7 +63,29 @@ type generation struct {
 	client    *tls.Config // client mode
 	dialNet   string
 	dialAddr  string
+	proxy     *proxyDialer // client tunnels with a proxy; nil otherwise
 	checkHTTP *http.Client
+}
+
+// dialTargetBy is dialTarget with a deadline, without a context on the
+// direct path.
+func (g *generation) dialTargetBy(deadline time.Time) (net.Conn, error) {
+	if g.proxy != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		return g.proxy.dial(ctx, g.dialAddr)
+	}
+	d := net.Dialer{Deadline: deadline}
+	return d.Dial(g.dialNet, g.dialAddr)
+}
+
+// dialTarget connects to the target, through the proxy if there is one.
+func (g *generation) dialTarget(ctx context.Context) (net.Conn, error) {
+	if g.proxy != nil {
+		return g.proxy.dial(ctx, g.dialAddr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, g.dialNet, g.dialAddr)
 }
 
 // Tunnel is one running tunnel.
@@ -137,7 +159,9 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Mode == configs.ModeClient && !cfg.SkipResolve {
+	// Through a proxy the target may only resolve on the proxy's side, as
+	// upstream assumes too.
+	if cfg.Mode == configs.ModeClient && !cfg.SkipResolve && cfg.Proxy == "" {
 		if err := resolveTarget(cfg.Target, cfg.ConnectTimeout.D()); err != nil {
 			return nil, fmt.Errorf("invalid target address: %w", err)
 		}
@@ -191,6 +215,11 @@ func (t *Tunnel) build(cfg configs.Tunnel) (*generation, error) {
 	case configs.ModeClient:
 		if g.acl, err = clientACL(&cfg); err != nil {
 			return nil, err
+		}
+		if cfg.Proxy != "" {
+			if g.proxy, err = newProxyDialer(cfg.Proxy.Reveal()); err != nil {
+				return nil, err
+			}
 		}
 		g.client = clientTLS(&cfg, creds, g.acl)
 	default:
@@ -484,8 +513,7 @@ func (t *Tunnel) checkBackend(ctx context.Context) error {
 		}
 		return nil
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, g.dialNet, g.dialAddr)
+	c, err := g.dialTarget(ctx)
 	if err != nil {
 		return err
 	}

@@ -146,14 +146,16 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 					"auto-acme-agree-to-tos": "true", "auto-acme-ca": "https://ca", "auto-acme-testca": "https://test"}
 			}},
 		{name: "unsupported client", args: strings.Fields("client --connect-proxy socks5://p:1 --verify-policy b --verify-query q" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "socks5://p:1" },
 			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"proxy": "socks5://p:1", "verify-policy": "b", "verify-query": "q"}
+				e.Unsupported = map[string]string{"verify-policy": "b", "verify-query": "q"}
 			}},
 		{name: "unsupported global", args: strings.Fields("--use-workload-api --use-workload-api-addr unix:/w --use-workload-api-timeout 1m --pkcs11-module m.so --pkcs11-token-label L --pkcs11-pin 1234 --cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "http://p:3128" },
 			extra: func(e *extras) {
 				e.Unsupported = map[string]string{"use-workload-api": "true", "use-workload-api-addr": "unix:/w", "use-workload-api-timeout": "1m",
 					"pkcs11-module": "m.so", "pkcs11-token-label": "L", "pkcs11-pin": "<redacted>", "cipher-suites": "AES",
-					"allow-unsafe-cipher-suites": "true", "proxy": "http://p:3128"}
+					"allow-unsafe-cipher-suites": "true"}
 			}},
 		{name: "unsupported bool false is a no-op", args: strings.Fields("server --use-workload-api=false --no-auto-acme-agree-to-tos" + lt), mode: "server"},
 
