@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -299,6 +300,7 @@ func startWith(tb testing.TB, cfg configs.Tunnel, deps Deps) *Tunnel {
 type pairOpts struct {
 	noResume bool // the client tunnel does a full handshake every time
 	quiet    bool // no opening/closed pipe lines
+	tls12    bool // the client tunnel's max-tls-version is TLS1.2
 }
 
 // startTunnelPair starts a server tunnel to backend and a client tunnel to
@@ -306,7 +308,11 @@ type pairOpts struct {
 func startTunnelPair(tb testing.TB, p *pki, backend string, o pairOpts) string {
 	tb.Helper()
 	srv := startWith(tb, p.serverTunnel(backend), benchDeps(tb, "server", configs.ModeServer, o.quiet))
-	cli := startWith(tb, p.clientTunnel(srv.Addr().String()), benchDeps(tb, "client", configs.ModeClient, o.quiet))
+	ccfg := p.clientTunnel(srv.Addr().String())
+	if o.tls12 {
+		ccfg.MaxTLSVersion = "TLS1.2"
+	}
+	cli := startWith(tb, ccfg, benchDeps(tb, "client", configs.ModeClient, o.quiet))
 	if o.noResume {
 		// A copy of the settings without the session cache: every dial of
 		// the client tunnel is then a full handshake, as with gotls.
@@ -341,6 +347,7 @@ func newBenchEnv(tb testing.TB, extra bool) *benchEnv {
 		add("gotls-resumed", startGoTLS(tb, p, bk.addr(), true))
 		add("tunnel-full", startTunnelPair(tb, p, bk.addr(), pairOpts{noResume: true}))
 		add("tunnel-full-quiet", startTunnelPair(tb, p, bk.addr(), pairOpts{noResume: true, quiet: true}))
+		add("tunnel-tls12", startTunnelPair(tb, p, bk.addr(), pairOpts{tls12: true}))
 	}
 	add("tunnel", startTunnelPair(tb, p, bk.addr(), pairOpts{}))
 	return env
@@ -613,7 +620,9 @@ func BenchmarkPingPong(b *testing.B) {
 // 16 concurrent workers, as tunnelbench does. gotls and tunnel-full make a
 // full handshake between the proxies every time; tunnel (and gotls-resumed)
 // resume TLS sessions; tunnel-full-quiet leaves out the two log lines per
-// connection, to show what they cost.
+// connection, to show what they cost; tunnel-tls12 resumes TLS 1.2
+// sessions (max-tls-version: TLS1.2), which need no key exchange, where a
+// TLS 1.3 resumption still makes a full (EC)DHE and ML-KEM one.
 func BenchmarkConnect(b *testing.B) {
 	env := newBenchEnv(b, true)
 	for _, sys := range env.systems {
@@ -745,4 +754,89 @@ func TestBenchSmoke(t *testing.T) {
 			closeAll(conns)
 		})
 	}
+}
+
+// TestRecordFraming checks the record tracker the TLS read-ahead relies on
+// (sock.Read must stop at record ends, whatever the reads' boundaries), on
+// its own and through a server tunnel fed by a client that writes its
+// records in small, irregular pieces.
+func TestRecordFraming(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	t.Run("tracker", func(t *testing.T) {
+		// A stream of records with their end offsets.
+		var stream []byte
+		var ends []int
+		for range 200 {
+			n := rng.IntN(300)
+			if rng.IntN(10) == 0 {
+				n = 0 // empty records end right after their header
+			}
+			stream = append(stream, 23, 3, 3, byte(n>>8), byte(n))
+			stream = append(stream, make([]byte, n)...)
+			ends = append(ends, len(stream))
+		}
+		var r records
+		pos, next := 0, 0
+		for pos < len(stream) {
+			chunk := stream[pos:min(len(stream), pos+1+rng.IntN(700))]
+			n := r.span(chunk)
+			if n == 0 {
+				t.Fatalf("span consumed nothing at %d", pos)
+			}
+			pos += n
+			for next < len(ends) && ends[next] < pos {
+				next++
+			}
+			if n < len(chunk) && ends[next] != pos {
+				t.Fatalf("span stopped at %d, not at a record end", pos)
+			}
+			if next < len(ends) && ends[next] < pos {
+				t.Fatalf("span ran past the record end %d to %d", ends[next], pos)
+			}
+		}
+	})
+	t.Run("choppy client", func(t *testing.T) {
+		p := newPKI(t)
+		backend := newEcho(t, "tcp", "127.0.0.1:0")
+		srv := start(t, p.serverTunnel(backend.addr()))
+		raw, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(&choppy{Conn: raw, rng: rand.New(rand.NewPCG(3, 4))}, p.clientTLS())
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		for i := range 30 {
+			msg := make([]byte, 1+rng.IntN(40<<10))
+			for j := range msg {
+				msg[j] = byte(i + j)
+			}
+			if err := echoRoundTrip(c, msg, make([]byte, len(msg))); err != nil {
+				t.Fatalf("message %d (%d bytes): %v", i, len(msg), err)
+			}
+		}
+	})
+}
+
+// choppy writes in pieces of 1 to 600 bytes, pausing now and then, so the
+// peer's reads end in the middle of record headers and bodies.
+type choppy struct {
+	net.Conn
+	rng *rand.Rand
+}
+
+func (c *choppy) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k := min(len(b)-n, 1+c.rng.IntN(600))
+		w, err := c.Conn.Write(b[n : n+k])
+		n += w
+		if err != nil {
+			return n, err
+		}
+		if c.rng.IntN(8) == 0 {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	return n, nil
 }

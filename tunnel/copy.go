@@ -7,53 +7,94 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Buffer sizes. A read takes up to readSize bytes, which a TLS writer turns
-// into sixteen full records; the pooled buffer has room for the framing of
-// those records too, so one buffer size serves reads and coalesced writes.
-// On loopback, where the kernel's per-call and per-segment work dominates,
-// 256 KiB reads and writes cost 0.2 s of CPU per GiB less for the two
-// proxies than 64 KiB ones (see docs/PERFORMANCE.md); 512 KiB gains little
-// more and doubles what a busy connection holds. Buffers are only held
-// while data moves.
+// Buffer sizes. A streaming read takes up to readSize bytes, which a TLS
+// writer turns into sixteen full records; a big buffer has room for the
+// framing of those records too, so one size serves reads and coalesced
+// writes. On loopback, where the kernel's per-call and per-segment work
+// dominates, 256 KiB reads and writes cost the two proxies about 0.2 s of
+// CPU per GiB less than 64 KiB ones (docs/PERFORMANCE.md); 512 KiB gains
+// little more and doubles what a busy connection holds.
+//
+// A socket reads with a small buffer until a read fills one, and goes back
+// to small ones when a read returns less than a small one holds: messages
+// then never touch the big buffers, which sync.Pool drops at every garbage
+// collection and which are costly to allocate again. Buffers are held only
+// while data moves: an idle connection holds none.
 const (
 	readSize  = 256 << 10
 	bufSize   = readSize + 8<<10
-	smallSize = 2 << 10 // what an idle TLS reader waits with
-	// maxRecord is the most plaintext one TLS record carries; a TLS read
-	// that returns less has drained what the peer sent.
+	smallSize = 16 << 10
+	// maxRecord is the most plaintext one TLS record carries.
 	maxRecord = 16 << 10
+	// recordHeaderLen is the size of a TLS record header: type, version,
+	// length.
+	recordHeaderLen = 5
 )
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var (
+	bigPool   = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallSize); return &b }}
+)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+// getBuf returns a pooled buffer of bufSize bytes, or smallSize ones.
+func getBuf(big bool) *[]byte {
+	if big {
+		return bigPool.Get().(*[]byte)
+	}
+	return smallPool.Get().(*[]byte)
+}
+
+func putBuf(b *[]byte) {
+	if len(*b) == bufSize {
+		bigPool.Put(b)
+	} else {
+		smallPool.Put(b)
+	}
+}
+
+// readLen is how much of b a read fills: readSize of a big buffer (the
+// rest is room for TLS framing), all of a small one.
+func readLen(b *[]byte) []byte { return (*b)[:min(len(*b), readSize)] }
 
 // sock is a plaintext socket: the backend or client side of a pipe in the
-// clear, or the transport under a tls.Conn. It adds two things to net.Conn:
+// clear, or the transport under a tls.Conn. It adds three things to
+// net.Conn:
 //
 //   - readIdle waits for data without holding a buffer, so an idle
 //     connection pins no copy buffer;
+//   - under a tls.Conn, once the handshake is done, fill and Read split a
+//     read in two: fill waits (without a buffer) and reads the socket into
+//     a read-ahead buffer, Read hands it to the tls.Conn a record at a time
+//     and never waits, so the copy loop knows when the tls.Conn holds
+//     nothing more and never blocks in crypto/tls holding a buffer;
 //   - coalescing: while a large tls.Conn.Write runs, its records are gathered
 //     and sent with one write system call instead of one per record.
 type sock struct {
 	net.Conn
 	raw syscall.RawConn // nil when the conn has no file descriptor
 
-	// readIdle state, used only by the one reading goroutine.
+	// Read state, used only by the one goroutine reading the socket (the
+	// handshake, then the copy loop).
 	rbuf   *[]byte
 	rn     int
 	rerr   error
 	readFn func(fd uintptr) bool
-	// noWait makes Read return errWouldBlock instead of waiting; set only
-	// by the goroutine that reads the tls.Conn over this sock.
-	noWait bool
-	// ra holds what Read took from the socket beyond what the tls.Conn
-	// asked for: (*ra)[raOff:raEnd]. Nil when empty.
+	// streaming: the last read filled a small buffer, so read big ones.
+	streaming bool
+	// afterHandshake switches Read from reading the socket to serving ra.
+	afterHandshake bool
+	// ra is what fill read and Read has not yet served: (*ra)[raOff:raEnd];
+	// nil when empty.
 	ra           *[]byte
 	raOff, raEnd int
+	// raErr is the error fill met, for Read to return once ra is empty.
+	raErr error
+	// rec follows the TLS record framing of everything read so far.
+	rec records
 
 	mu       sync.Mutex // guards the write side
 	gather   bool
@@ -77,20 +118,16 @@ func newSock(c net.Conn) *sock {
 // the goroutine then parks in the poller without one.
 func (s *sock) tryRead(fd uintptr) bool {
 	if s.rbuf == nil {
-		s.rbuf = getBuf()
+		s.rbuf = getBuf(s.streaming)
 	}
 	for {
-		n, err := syscall.Read(int(fd), (*s.rbuf)[:readSize])
+		n, err := syscall.Read(int(fd), readLen(s.rbuf))
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 			putBuf(s.rbuf)
 			s.rbuf = nil
-			if s.noWait {
-				s.rn, s.rerr = 0, errWouldBlock
-				return true
-			}
 			return false
 		case err != nil:
 			s.rn, s.rerr = 0, err
@@ -107,28 +144,29 @@ func (s *sock) tryRead(fd uintptr) bool {
 // it with putBuf. The buffer is nil when n is 0.
 func (s *sock) readIdle() (buf *[]byte, n int, err error) {
 	if s.raw == nil {
-		b := getBuf()
-		n, err = s.Conn.Read((*b)[:readSize])
-		if n == 0 {
-			putBuf(b)
-			return nil, 0, err
+		buf = getBuf(s.streaming)
+		n, err = s.Conn.Read(readLen(buf))
+	} else {
+		s.rn, s.rerr = 0, nil
+		if rerr := s.raw.Read(s.readFn); rerr != nil {
+			s.rn, s.rerr = 0, mapNetErr(rerr)
 		}
-		return b, n, err
+		buf, s.rbuf = s.rbuf, nil
+		n, err = s.rn, s.rerr
 	}
-	s.rn, s.rerr = 0, nil
-	if err := s.raw.Read(s.readFn); err != nil {
-		if s.rbuf != nil {
-			putBuf(s.rbuf)
-			s.rbuf = nil
+	if n == 0 {
+		if buf != nil {
+			putBuf(buf)
 		}
-		return nil, 0, mapNetErr(err)
+		return nil, 0, err
 	}
-	buf, s.rbuf = s.rbuf, nil
-	if s.rn == 0 && buf != nil {
-		putBuf(buf)
-		buf = nil
+	switch {
+	case !s.streaming && n == smallSize:
+		s.streaming = true
+	case s.streaming && n < smallSize:
+		s.streaming = false
 	}
-	return buf, s.rn, s.rerr
+	return buf, n, err
 }
 
 // mapNetErr makes RawConn errors look like the ones net.Conn.Read returns.
@@ -139,37 +177,39 @@ func mapNetErr(err error) error {
 	return err
 }
 
-// errWouldBlock is what a no-wait Read returns when the socket has nothing.
-// crypto/tls treats a temporary net.Error from its transport as it treats a
-// read deadline: the record layer keeps what it has and the next Read
-// carries on, so the tls.Conn stays usable.
+// errWouldBlock is what Read returns after the handshake when fill has
+// nothing for it. crypto/tls treats a temporary net.Error from its
+// transport as it treats a read deadline: the record layer keeps what it
+// has and the next Read carries on, so the tls.Conn stays usable.
 var errWouldBlock error = wouldBlock{}
 
 type wouldBlock struct{}
 
-func (wouldBlock) Error() string   { return "read would block" }
+func (wouldBlock) Error() string   { return "tls transport: no data read ahead" }
 func (wouldBlock) Timeout() bool   { return false }
 func (wouldBlock) Temporary() bool { return true }
 
-// Read is how a tls.Conn reads its transport. It reads as much as the
-// socket holds, up to readSize, into a pooled buffer, and serves the
-// tls.Conn's smaller reads from it: a tls.Conn asks for little more than a
-// record at a time, and one large read system call costs less than many
-// small ones (and the copy it adds). The buffer goes back to the pool once
-// drained, so a connection waiting for data holds none. With noWait set,
-// Read returns errWouldBlock rather than wait.
+// Read is how a tls.Conn reads its transport. During the handshake it reads
+// the socket. After it, it serves what fill read ahead, never beyond the end
+// of the current record, so that the tls.Conn, which decrypts each record as
+// soon as it has all of it, never holds an undecrypted whole record: once a
+// tls.Conn.Read has drained its plaintext and ra is empty, nothing is
+// pending short of the network. One large read then feeds many records,
+// where the tls.Conn on its own reads about two records per system call.
 func (s *sock) Read(p []byte) (int, error) {
-	if s.raw == nil {
-		return s.Conn.Read(p)
+	if !s.afterHandshake {
+		n, err := s.Conn.Read(p)
+		s.rec.skip(p[:n])
+		return n, err
 	}
 	if s.ra == nil {
-		buf, n, err := s.readIdle()
-		if n == 0 {
-			return 0, err
+		if s.raErr != nil {
+			return 0, s.raErr
 		}
-		s.ra, s.raOff, s.raEnd = buf, 0, n
+		return 0, errWouldBlock
 	}
-	n := copy(p, (*s.ra)[s.raOff:s.raEnd])
+	src := (*s.ra)[s.raOff:s.raEnd]
+	n := copy(p, src[:s.rec.span(src[:min(len(src), len(p))])])
 	s.raOff += n
 	if s.raOff == s.raEnd {
 		putBuf(s.ra)
@@ -178,11 +218,68 @@ func (s *sock) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// fill waits, holding no buffer, until the socket has data, and reads it
+// ahead for Read. An error is kept for Read to return once ra is drained.
+// It returns at once when ra holds data or an error is already kept.
+func (s *sock) fill() {
+	if s.ra != nil || s.raErr != nil {
+		return
+	}
+	buf, n, err := s.readIdle()
+	if n > 0 {
+		s.ra, s.raOff, s.raEnd = buf, 0, n
+	}
+	s.raErr = err
+}
+
 // dropReadAhead returns the read-ahead buffer once nothing will read on.
 func (s *sock) dropReadAhead() {
 	if s.ra != nil {
 		putBuf(s.ra)
 		s.ra = nil
+	}
+}
+
+// records follows TLS record framing through a byte stream: it is either in
+// a header (hdrN of its bytes seen) or in a body (left bytes to go).
+type records struct {
+	hdr  [recordHeaderLen]byte
+	hdrN int
+	left int
+}
+
+// span consumes b up to the end of the current record and returns how
+// many bytes that is: all of b when the record goes on past it.
+func (r *records) span(b []byte) int {
+	n := 0
+	for n < len(b) {
+		if r.left > 0 {
+			k := min(len(b)-n, r.left)
+			n += k
+			r.left -= k
+			if r.left == 0 {
+				return n
+			}
+			continue
+		}
+		r.hdr[r.hdrN] = b[n]
+		r.hdrN++
+		n++
+		if r.hdrN == recordHeaderLen {
+			r.hdrN = 0
+			r.left = int(r.hdr[3])<<8 | int(r.hdr[4])
+			if r.left == 0 {
+				return n
+			}
+		}
+	}
+	return n
+}
+
+// skip consumes all of b.
+func (r *records) skip(b []byte) {
+	for len(b) > 0 {
+		b = b[r.span(b):]
 	}
 }
 
@@ -221,7 +318,7 @@ func (s *sock) writeTLS(t *tls.Conn, p []byte) (int, error) {
 		return t.Write(p) // one record: nothing to gather
 	}
 	s.mu.Lock()
-	s.wbuf = getBuf()
+	s.wbuf = getBuf(true)
 	s.wpending = (*s.wbuf)[:0]
 	s.gather = true
 	s.mu.Unlock()
@@ -281,15 +378,17 @@ func (e *end) closeWrite() error {
 }
 
 // copyTo moves bytes from e to dst until EOF or an error, then half-closes
-// dst. add is told of every chunk written. It returns the bytes written and
-// the error that ended the copy (nil for a clean EOF).
-func (e *end) copyTo(dst *end, add func(int)) (int64, error) {
+// dst. Every chunk written is added to the bytes counter as it goes, so the
+// metric follows long connections; a chunk is up to readSize bytes, so the
+// cost is one atomic add per system call at most. It returns the bytes
+// written and the error that ended the copy (nil for a clean EOF).
+func (e *end) copyTo(dst *end, counter prometheus.Counter) (int64, error) {
 	var total int64
 	var err error
 	if e.tls == nil {
-		total, err = e.copyPlain(dst, add)
+		total, err = e.copyPlain(dst, counter)
 	} else {
-		total, err = e.copyTLS(dst, add)
+		total, err = e.copyTLS(dst, counter)
 	}
 	if err != nil {
 		return total, err
@@ -297,7 +396,7 @@ func (e *end) copyTo(dst *end, add func(int)) (int64, error) {
 	return total, dst.closeWrite()
 }
 
-func (e *end) copyPlain(dst *end, add func(int)) (int64, error) {
+func (e *end) copyPlain(dst *end, counter prometheus.Counter) (int64, error) {
 	var total int64
 	for {
 		buf, n, rerr := e.sock.readIdle()
@@ -305,7 +404,7 @@ func (e *end) copyPlain(dst *end, add func(int)) (int64, error) {
 			w, werr := dst.write((*buf)[:n])
 			putBuf(buf)
 			total += int64(w)
-			add(w)
+			counter.Add(float64(w))
 			if werr != nil {
 				return total, werr
 			}
@@ -319,39 +418,38 @@ func (e *end) copyPlain(dst *end, add func(int)) (int64, error) {
 	}
 }
 
-// copyTLS reads the TLS side. A TLS read cannot be made without a buffer, so
-// an idle pipe waits with a small one on the stack. When a read fills it,
-// more is on its way: the rest is gathered into a pooled buffer with reads
-// that do not wait, and the whole run of records goes out in one write
-// instead of one (or, split across the small buffer, two) per record.
-func (e *end) copyTLS(dst *end, add func(int)) (int64, error) {
+// copyTLS reads the TLS side: it waits in fill, holding no buffer, then
+// decrypts all that was read into one pooled buffer and writes it with one
+// system call, where a plain tls.Conn.Read loop writes once per record.
+func (e *end) copyTLS(dst *end, counter prometheus.Counter) (int64, error) {
+	s := e.sock
+	s.afterHandshake = true
+	defer s.dropReadAhead()
 	var total int64
-	var small [smallSize]byte
-	defer e.sock.dropReadAhead()
+	// The handshake may have left whole records in the tls.Conn, so the
+	// first drain runs until the tls.Conn asks for more than it has.
+	more, first := true, true
 	for {
-		n, rerr := e.tls.Read(small[:])
-		p := small[:n]
-		var big *[]byte
-		if rerr == nil && n == len(small) && e.sock.raw != nil {
-			big = getBuf()
-			copy(*big, p)
-			n, rerr = e.gatherTLS((*big)[:readSize], n)
-			p = (*big)[:n]
+		if !more {
+			s.fill()
 		}
+		// Plaintext is smaller than the ciphertext it comes from, so a
+		// small buffer takes a small read whole.
+		buf := getBuf(s.ra != nil && s.raEnd-s.raOff > smallSize-recordHeaderLen)
+		var n int
+		var rerr error
+		n, more, rerr = e.drainTLS(readLen(buf), first)
+		first = false
 		if n > 0 {
-			w, werr := dst.write(p)
+			w, werr := dst.write((*buf)[:n])
 			total += int64(w)
-			add(w)
+			counter.Add(float64(w))
 			if werr != nil {
-				if big != nil {
-					putBuf(big)
-				}
+				putBuf(buf)
 				return total, werr
 			}
 		}
-		if big != nil {
-			putBuf(big)
-		}
+		putBuf(buf)
 		if rerr != nil {
 			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 				return total, nil
@@ -361,21 +459,25 @@ func (e *end) copyTLS(dst *end, add func(int)) (int64, error) {
 	}
 }
 
-// gatherTLS fills buf, which holds n bytes already, with what e.tls can
-// return without waiting for the network. It returns the new length and
-// the error that stopped it, nil when it stopped for want of data or room.
-func (e *end) gatherTLS(buf []byte, n int) (int, error) {
-	e.sock.noWait = true
-	defer func() { e.sock.noWait = false }()
-	for n < len(buf) {
-		m, err := e.tls.Read(buf[n:])
+// drainTLS decrypts into b what e.tls can return without waiting. more
+// reports that it stopped because b was full, and data may remain. Unless
+// untilBlock, it stops when the read-ahead is used up: the tls.Conn then
+// holds nothing more (see sock.Read) and asking would cost a call for
+// nothing.
+func (e *end) drainTLS(b []byte, untilBlock bool) (n int, more bool, err error) {
+	for n < len(b) {
+		var m int
+		m, err = e.tls.Read(b[n:])
 		n += m
 		if err == errWouldBlock {
-			return n, nil
+			return n, false, nil
 		}
 		if err != nil {
-			return n, err
+			return n, false, err
+		}
+		if e.sock.ra == nil && !untilBlock && n < len(b) {
+			return n, false, nil
 		}
 	}
-	return n, nil
+	return n, true, nil
 }

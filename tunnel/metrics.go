@@ -20,6 +20,7 @@ type Metrics struct {
 	bytesOut       prometheus.Counter // from the target back to the listener's peer
 	reloads        prometheus.Counter
 	reloadFailures prometheus.Counter
+	reauthClosed   prometheus.Counter
 	backendUp      prometheus.Gauge
 	certNotAfter   prometheus.Gauge
 
@@ -64,13 +65,14 @@ func NewMetrics(reg prometheus.Registerer, prefix string) (*Metrics, error) {
 		bytesOut:       bytes.WithLabelValues("out"),
 		reloads:        counter("reload_total", "Successful credential reloads."),
 		reloadFailures: counter("reload_failures_total", "Failed credential reloads (the old credentials stay)."),
+		reauthClosed:   counter("conn_reauthorize_closed_total", "Open connections closed because a reload's new access rules refuse their peer (reauthorize: true)."),
 		backendUp:      gauge("backend_up", "1 when the last backend health check passed, 0 when it failed."),
 		certNotAfter:   gauge("cert_not_after_seconds", "Expiry of the tunnel's current certificate, as a Unix timestamp."),
 		reg:            reg,
 	}
 	m.all = []prometheus.Collector{m.accepts, m.acceptSuccess, m.acceptError, m.acceptTimeout,
 		m.connOpen, m.connTimeout, m.handshake, m.lifetime, bytes, m.reloads, m.reloadFailures,
-		m.backendUp, m.certNotAfter}
+		m.reauthClosed, m.backendUp, m.certNotAfter}
 	if reg != nil {
 		for i, c := range m.all {
 			if err := reg.Register(c); err != nil {

@@ -1,12 +1,13 @@
 package tunnel
 
 import (
-	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // pipe is one proxied connection: the accepted side (front) and the dialled
@@ -16,6 +17,7 @@ type pipe struct {
 	t           *Tunnel
 	front, back *end
 	peer        string
+	chain       []*x509.Certificate // the peer's certificates, for reauthorize
 	start       time.Time
 	// lifetime is the absolute deadline max-conn-lifetime sets (zero: none).
 	lifetime     time.Time
@@ -23,13 +25,21 @@ type pipe struct {
 
 	halves   atomic.Int32 // directions still running
 	timedOut atomic.Bool
-	once     sync.Once
-	in, out  atomic.Int64
+	// in and out are the bytes each direction wrote, set by its copy
+	// goroutine as it ends (before halves drops), read by finish.
+	in, out int64
+	// from and to are the log lines' endpoints, formatted once.
+	from, to string
 }
 
 // handle runs the handshake and the backend dial under the connect timeout,
 // then starts the two copy goroutines and returns, so the deep handshake
 // stack is not kept alive for the life of the connection.
+//
+// The handshake runs under a deadline on the conn rather than a context:
+// every handshake step is I/O on the conn, so the deadline bounds it just
+// as well, and tls.Conn.HandshakeContext would start a goroutine (and a
+// timer) per connection to watch the context.
 func (t *Tunnel) handle(c net.Conn) {
 	g := t.gen.Load()
 	start := time.Now()
@@ -37,6 +47,7 @@ func (t *Tunnel) handle(c net.Conn) {
 	front := &end{sock: newSock(c)}
 	var back *end
 	var peer string
+	var chain []*x509.Certificate
 	var state *tls.ConnectionState
 	fail := func(msg string, err error, quiet bool) {
 		if isTimeout(err) {
@@ -56,10 +67,7 @@ func (t *Tunnel) handle(c net.Conn) {
 	case "server":
 		tc := tls.Server(front.sock, g.server)
 		tc.SetDeadline(deadline)
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
+		if err := tc.Handshake(); err != nil {
 			fail("error on TLS handshake", err, t.quiet.HandshakeErrs)
 			return
 		}
@@ -67,7 +75,8 @@ func (t *Tunnel) handle(c net.Conn) {
 		cs := tc.ConnectionState()
 		state = &cs
 		if len(cs.PeerCertificates) > 0 {
-			peer = peerName(cs.PeerCertificates[0])
+			chain = cs.PeerCertificates
+			peer = peerName(chain[0])
 		}
 		t.m.handshake.Observe(time.Since(start).Seconds())
 		d := net.Dialer{Deadline: deadline}
@@ -94,8 +103,7 @@ func (t *Tunnel) handle(c net.Conn) {
 			}
 		}
 	default:
-		d := net.Dialer{Deadline: deadline}
-		bc, err := d.Dial(g.dialNet, g.dialAddr)
+		bc, err := g.dialTargetBy(deadline)
 		if err != nil {
 			fail("error on dial", err, t.quiet.ConnErrs)
 			return
@@ -103,22 +111,20 @@ func (t *Tunnel) handle(c net.Conn) {
 		s := newSock(bc)
 		tc := tls.Client(s, g.client)
 		tc.SetDeadline(deadline)
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err = tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
+		if err := tc.Handshake(); err != nil {
 			bc.Close()
 			fail("error on TLS handshake", err, t.quiet.HandshakeErrs)
 			return
 		}
 		t.m.handshake.Observe(time.Since(start).Seconds())
 		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
-			peer = peerName(cs.PeerCertificates[0])
+			chain = cs.PeerCertificates
+			peer = peerName(chain[0])
 		}
 		back = &end{sock: s, tls: tc}
 	}
 
-	p := &pipe{t: t, front: front, back: back, peer: peer, start: start, closeTimeout: g.cfg.CloseTimeout.D()}
+	p := &pipe{t: t, front: front, back: back, peer: peer, chain: chain, start: start, closeTimeout: g.cfg.CloseTimeout.D()}
 	if lt := g.cfg.MaxConnLifetime.D(); lt > 0 {
 		p.lifetime = time.Now().Add(lt)
 	}
@@ -129,11 +135,12 @@ func (t *Tunnel) handle(c net.Conn) {
 	t.m.acceptSuccess.Inc()
 	t.m.connOpen.Inc()
 	if !t.quiet.Conns {
-		t.log.Log("msg", "opening pipe", "from", addrString(c.RemoteAddr()), "to", addrString(back.sock.RemoteAddr()), "peer", peer)
+		p.from, p.to = addrString(c.RemoteAddr()), addrString(back.sock.RemoteAddr())
+		t.log.Log("msg", "opening pipe", "from", p.from, "to", p.to, "peer", peer)
 	}
 	p.halves.Store(2)
-	go p.pump(front, back, &p.in, t.m.bytesIn.Add)
-	go p.pump(back, front, &p.out, t.m.bytesOut.Add)
+	go p.pump(front, back, &p.in, t.m.bytesIn)
+	go p.pump(back, front, &p.out, t.m.bytesOut)
 }
 
 func (p *pipe) setDeadline(d time.Time) {
@@ -141,13 +148,12 @@ func (p *pipe) setDeadline(d time.Time) {
 	p.back.conn().SetDeadline(d)
 }
 
-// pump copies one direction. The first direction to finish cleanly leaves
-// the other the close timeout to finish; one that fails closes both.
-func (p *pipe) pump(src, dst *end, count *atomic.Int64, metric func(float64)) {
-	_, err := src.copyTo(dst, func(n int) {
-		count.Add(int64(n))
-		metric(float64(n))
-	})
+// pump copies one direction, counting bytes into total and the metric.
+// The first direction to finish cleanly leaves the other the close timeout
+// to finish; one that fails closes both.
+func (p *pipe) pump(src, dst *end, total *int64, counter prometheus.Counter) {
+	n, err := src.copyTo(dst, counter)
+	*total = n // published to finish by the halves.Add below
 	if err != nil && isTimeout(err) {
 		p.timedOut.Store(true)
 	}
@@ -191,8 +197,8 @@ func (p *pipe) finish(err error) {
 		t.log.Log("level", "error", "msg", "error during copy", "peer", p.peer, "err", err)
 	}
 	if !t.quiet.Conns {
-		t.log.Log("msg", "closed pipe", "from", addrString(p.front.sock.RemoteAddr()), "to", addrString(p.back.sock.RemoteAddr()),
-			"peer", p.peer, "bytes_in", p.in.Load(), "bytes_out", p.out.Load(), "duration", life.Round(time.Millisecond),
+		t.log.Log("msg", "closed pipe", "from", p.from, "to", p.to,
+			"peer", p.peer, "bytes_in", p.in, "bytes_out", p.out, "duration", life.Round(time.Millisecond),
 			"timeout", p.timedOut.Load())
 	}
 	t.release()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -427,6 +428,49 @@ func (t *Tunnel) Commit(p *Prepared) {
 	}
 	t.lastReload.Store(&reloadResult{at: time.Now()})
 	t.log.Log("msg", "reloaded credentials", "not_after", g.creds.notAfter().Format(time.RFC3339))
+	if g.cfg.Reauthorize {
+		t.reauthorize(g)
+	}
+}
+
+// reauthorize closes the open connections whose peer g's rules refuse.
+func (t *Tunnel) reauthorize(g *generation) {
+	t.mu.Lock()
+	var refused []*pipe
+	for p := range t.pipes {
+		if err := g.admits(p.chain); err != nil {
+			refused = append(refused, p)
+		}
+	}
+	t.mu.Unlock()
+	for _, p := range refused {
+		t.m.reauthClosed.Inc()
+		t.log.Log("msg", "closing connection refused by the new access rules", "peer", p.peer)
+		p.abort()
+	}
+}
+
+// admits applies g's access rules to an established peer, as a new
+// handshake would: the chain against the current CA bundle (unless pinned
+// or unauthenticated), then the allow or verify rules.
+func (g *generation) admits(chain []*x509.Certificate) error {
+	if g.cfg.Mode == configs.ModeServer && g.cfg.DisableAuthentication {
+		return nil
+	}
+	if len(chain) == 0 {
+		return errors.New("peer presented no certificate")
+	}
+	leaf := chain[0]
+	if !g.acl.pinned() {
+		usage, host := x509.ExtKeyUsageClientAuth, ""
+		if g.cfg.Mode == configs.ModeClient {
+			usage, host = x509.ExtKeyUsageServerAuth, serverName(&g.cfg)
+		}
+		if err := verifyChain(leaf, chain[1:], g.creds.pool, usage, host); err != nil {
+			return err
+		}
+	}
+	return g.acl.check(leaf)
 }
 
 // Stop stops accepting: the listener closes, open connections carry on.
