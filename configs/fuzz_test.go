@@ -77,13 +77,20 @@ func roundTrip(t *testing.T, data []byte) {
 	if err != nil {
 		t.Fatalf("MarshalConfig: %v", err)
 	}
-	back, err := Parse(out, "", func(name string) (string, bool) { return "pass", name == "KEYSTORE_PASS" })
+	secrets := map[string]string{"KEYSTORE_PASS": "pass", "PKCS11_PIN": "pin", "GHOSTUNNEL_PROXY": "http://proxy.invalid:3128"}
+	back, err := Parse(out, "", func(name string) (string, bool) { v, ok := secrets[name]; return v, ok })
 	if err != nil {
 		t.Fatalf("MarshalConfig output does not parse: %v\n%s", err, out)
 	}
 	for i := range c.Tunnels {
 		if c.Tunnels[i].Storepass != "" {
 			c.Tunnels[i].Storepass = "pass"
+		}
+		if c.Tunnels[i].PKCS11Pin != "" {
+			c.Tunnels[i].PKCS11Pin = "pin"
+		}
+		if c.Tunnels[i].Proxy != "" {
+			c.Tunnels[i].Proxy = "http://proxy.invalid:3128"
 		}
 	}
 	if !reflect.DeepEqual(c, back) {

@@ -12,6 +12,15 @@ import (
 // the password itself never is. Parse expands it from the environment.
 const StorepassPlaceholder = "${KEYSTORE_PASS}"
 
+// SecretPlaceholders are what a printed config holds instead of each secret
+// setting: a reference to the environment variable upstream reads it from
+// (or, for the proxy URL, which may carry a password, one of ours).
+var SecretPlaceholders = map[string]string{
+	"storepass":  StorepassPlaceholder,
+	"pkcs11-pin": "${PKCS11_PIN}",
+	"proxy":      "${GHOSTUNNEL_PROXY}",
+}
+
 // requiredTunnelKeys are printed even when empty.
 var requiredTunnelKeys = []string{"name", "mode", "listen", "target"}
 
@@ -62,8 +71,8 @@ func tunnelNode(t Tunnel) (*yaml.Node, error) {
 		if reflect.DeepEqual(fv.Interface(), d.Field(f.index).Interface()) && !isRequiredKey(f.key) {
 			continue
 		}
-		if f.key == "storepass" {
-			m.Content = append(m.Content, scalarNode(f.key), scalarNode(StorepassPlaceholder))
+		if ph, ok := SecretPlaceholders[f.key]; ok {
+			m.Content = append(m.Content, scalarNode(f.key), scalarNode(ph))
 			continue
 		}
 		if err := addPair(m, f.key, fv); err != nil {

@@ -104,6 +104,13 @@ type Tunnel struct {
 	TimedReload   Duration `yaml:"timed-reload,omitempty"`
 	MaxTLSVersion string   `yaml:"max-tls-version,omitempty"` // "", TLS1.2, TLS1.3
 
+	// PKCS#11 (cgo builds): with PKCS11Module, Cert is the certificate chain
+	// and the private key stays in the token named by PKCS11TokenLabel; the
+	// key is the one whose public key the certificate holds.
+	PKCS11Module     string `yaml:"pkcs11-module,omitempty"`      // path of the module (.so)
+	PKCS11TokenLabel string `yaml:"pkcs11-token-label,omitempty"` // label of the token
+	PKCS11Pin        Secret `yaml:"pkcs11-pin,omitempty"`         // user PIN of the token
+
 	// Server access control. The allow-* name lists OR together.
 	AllowAll     bool     `yaml:"allow-all,omitempty"`
 	AllowCN      []string `yaml:"allow-cn,omitempty"`

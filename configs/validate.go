@@ -243,9 +243,10 @@ func (v *validator) target(i int, t *Tunnel) {
 
 func (v *validator) credentials(i int, t *Tunnel) {
 	hasKeystore, hasCert, hasKey := t.Keystore != "", t.Cert != "", t.Key != ""
+	hasModule := t.PKCS11Module != ""
 	switch {
-	case hasCert && !hasKey:
-		v.at(i, "cert", "{cert} and {key} must be set together")
+	case hasCert && !hasKey && !hasModule:
+		v.at(i, "cert", "{cert} and {key} must be set together, unless {pkcs11-module} holds the private key")
 	case hasKey && !hasCert:
 		v.at(i, "key", "{cert} and {key} must be set together")
 	}
@@ -255,7 +256,8 @@ func (v *validator) credentials(i int, t *Tunnel) {
 	if t.Storepass != "" && !hasKeystore {
 		v.at(i, "storepass", "{storepass} requires {keystore}")
 	}
-	hasCreds := hasKeystore || hasCert || hasKey
+	v.pkcs11(i, t)
+	hasCreds := hasKeystore || hasCert || hasKey || hasModule
 	switch t.Mode {
 	case ModeServer:
 		if !hasCreds {
@@ -265,12 +267,40 @@ func (v *validator) credentials(i int, t *Tunnel) {
 		switch {
 		case t.DisableAuthentication && hasKeystore:
 			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {keystore}")
-		case t.DisableAuthentication && hasCreds:
+		case t.DisableAuthentication && (hasCert || hasKey):
 			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {cert} and {key}")
+		case t.DisableAuthentication && hasModule:
+			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {pkcs11-module}")
 		case !t.DisableAuthentication && !hasCreds:
 			v.missing(i, append(slices.Clone(credentialKeys), "disable-authentication"),
 				"a client certificate is required: set {keystore}, or {cert} and {key} (or set {disable-authentication})")
 		}
+	}
+}
+
+// pkcs11 checks the settings of a private key held in a PKCS#11 token: the
+// certificate chain comes from cert, never from a keystore, and the token is
+// named by its label.
+func (v *validator) pkcs11(i int, t *Tunnel) {
+	if t.PKCS11Module == "" {
+		for _, key := range []string{"pkcs11-token-label", "pkcs11-pin"} {
+			if isSet(t, key) {
+				v.at(i, key, "{%s} requires {pkcs11-module}", key)
+			}
+		}
+		return
+	}
+	switch {
+	case t.Keystore != "":
+		v.at(i, "pkcs11-module", "{pkcs11-module} is mutually exclusive with {keystore}: give the certificate chain with {cert}")
+	case t.Cert == "":
+		v.at(i, "pkcs11-module", "{pkcs11-module} requires {cert} (the certificate chain of the key in the token)")
+	}
+	if t.Key != "" {
+		v.at(i, "pkcs11-module", "{pkcs11-module} is mutually exclusive with {key}: the private key is in the token")
+	}
+	if t.PKCS11TokenLabel == "" {
+		v.at(i, "pkcs11-module", "{pkcs11-module} requires {pkcs11-token-label}")
 	}
 }
 

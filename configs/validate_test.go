@@ -24,6 +24,13 @@ func client() Tunnel {
 	return t
 }
 
+// withPKCS11 gives t a private key in a PKCS#11 token and cert as its chain.
+func withPKCS11(t Tunnel, cert string) Tunnel {
+	t.Cert = cert
+	t.PKCS11Module, t.PKCS11TokenLabel, t.PKCS11Pin = "/usr/lib/softhsm/libsofthsm2.so", "tok", "1234"
+	return t
+}
+
 func config(ts ...Tunnel) *Config {
 	c := DefaultConfig()
 	c.Tunnels = ts
@@ -121,6 +128,37 @@ func TestValidateTunnel(t *testing.T) {
 			return t
 		},
 			want{"disable-authentication", "disable-authentication is mutually exclusive with keystore"}},
+
+		// PKCS#11: the chain from cert, the key in the token.
+		{"server cert and pkcs11", func() Tunnel { t := server(); t.Keystore = ""; return withPKCS11(t, "a.crt") }, want{}},
+		{"client cert and pkcs11", func() Tunnel { t := client(); t.Key = ""; return withPKCS11(t, "a.crt") }, want{}},
+		{"pkcs11 without pin", func() Tunnel {
+			t := withPKCS11(client(), "a.crt")
+			t.Key, t.PKCS11Pin = "", ""
+			return t
+		}, want{}},
+		{"cert without key names pkcs11", func() Tunnel { t := server(); t.Keystore, t.Cert = "", "a.crt"; return t },
+			want{"cert", "cert and key must be set together, unless pkcs11-module holds the private key"}},
+		{"pkcs11 and key", func() Tunnel { return withPKCS11(client(), "a.crt") },
+			want{"pkcs11-module", "pkcs11-module is mutually exclusive with key: the private key is in the token"}},
+		{"pkcs11 without cert", func() Tunnel { t := client(); t.Cert, t.Key = "", ""; return withPKCS11(t, "") },
+			want{"pkcs11-module", "pkcs11-module requires cert"}},
+		{"pkcs11 and keystore", func() Tunnel { return withPKCS11(server(), "") },
+			want{"pkcs11-module", "pkcs11-module is mutually exclusive with keystore"}},
+		{"pkcs11 without token label", func() Tunnel {
+			t := withPKCS11(server(), "a.crt")
+			t.Keystore, t.PKCS11TokenLabel = "", ""
+			return t
+		}, want{"pkcs11-module", "pkcs11-module requires pkcs11-token-label"}},
+		{"pkcs11 token label alone", func() Tunnel { t := client(); t.PKCS11TokenLabel = "tok"; return t },
+			want{"pkcs11-token-label", "pkcs11-token-label requires pkcs11-module"}},
+		{"pkcs11 pin alone", func() Tunnel { t := client(); t.PKCS11Pin = "1234"; return t },
+			want{"pkcs11-pin", "pkcs11-pin requires pkcs11-module"}},
+		{"pkcs11 and disable-authentication", func() Tunnel {
+			t := withPKCS11(client(), "")
+			t.Cert, t.Key, t.DisableAuthentication = "", "", true
+			return t
+		}, want{"disable-authentication", "disable-authentication is mutually exclusive with pkcs11-module"}},
 
 		// Server access control.
 		{"no access control", func() Tunnel { t := server(); t.AllowCN = nil; return t }, want{"", "at least one access control setting (allow-all, allow-cn, allow-ou, allow-dns, allow-uri, allow-ip, allow-spki-pin or disable-authentication) is required"}},
@@ -361,5 +399,32 @@ func TestValidateMetricsPushFlagErrors(t *testing.T) {
 	}
 	if strings.Contains(ps.Error(), "s3cret") || strings.Contains(ps.FlagErrors(), "s3cret") {
 		t.Errorf("the password is echoed: %v", ps)
+	}
+}
+
+// TestValidatePKCS11FlagErrors: the PKCS#11 rules read as upstream's flag
+// errors on the command line, and the PIN is never echoed.
+func TestValidatePKCS11FlagErrors(t *testing.T) {
+	c := config(func() Tunnel { t := server(); t.Keystore, t.Cert = "", "a.crt"; return t }())
+	if got, want := Validate(c).FlagErrors(), "--cert and --key must be set together, unless --pkcs11-module holds the private key"; !strings.Contains(got, want) {
+		t.Errorf("FlagErrors() = %q, want it to contain %q", got, want)
+	}
+	c = config(func() Tunnel {
+		t := withPKCS11(client(), "")
+		t.PKCS11TokenLabel, t.PKCS11Pin = "", "s3cret-pin"
+		return t
+	}())
+	ps := Validate(c)
+	got := ps.FlagErrors()
+	for _, want := range []string{
+		"--pkcs11-module is mutually exclusive with --key: the private key is in the token",
+		"--pkcs11-module requires --pkcs11-token-label",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("FlagErrors() = %q, want it to contain %q", got, want)
+		}
+	}
+	if strings.Contains(ps.Error(), "s3cret-pin") || strings.Contains(got, "s3cret-pin") {
+		t.Errorf("the PIN is echoed: %v", ps)
 	}
 }

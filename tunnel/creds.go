@@ -38,6 +38,9 @@ func loadCredentials(t *configs.Tunnel) (*credentials, error) {
 	c := &credentials{}
 	var err error
 	switch {
+	case t.PKCS11Module != "":
+		// The chain from Cert, the private key in the token (pkcs11.go).
+		c.cert, err = loadPKCS11Cert(t)
 	case t.Keystore != "":
 		c.cert, err = loadKeystore(t.Keystore, t.Storepass.Reveal())
 	case t.Cert != "" || t.Key != "":

@@ -210,12 +210,6 @@ var flagTable = []flagSpec{
 	{name: "use-workload-api-timeout", kind: kindDuration, scope: scopeProcess, unsupported: true,
 		placeholder: "DURATION", def: "10m",
 		help: "Timeout of the first SPIFFE Workload API fetch (0: wait forever)."},
-	{name: "pkcs11-module", kind: kindString, scope: scopeProcess, unsupported: true,
-		env: "PKCS11_MODULE", placeholder: "PATH", help: "Path to a PKCS#11 module (.so)."},
-	{name: "pkcs11-token-label", kind: kindString, scope: scopeProcess, unsupported: true,
-		env: "PKCS11_TOKEN_LABEL", placeholder: "LABEL", help: "Token label of the key in the PKCS#11 module."},
-	{name: "pkcs11-pin", kind: kindString, scope: scopeProcess, unsupported: true, secret: true,
-		env: "PKCS11_PIN", placeholder: "PIN", help: "PIN of the key in the PKCS#11 module."},
 	{name: "cipher-suites", kind: kindString, scope: scopeProcess, unsupported: true, deprecated: true,
 		placeholder: "LIST", def: "AES,CHACHA",
 		help: "Cipher suites to enable, comma-separated (deprecated upstream)."},
@@ -227,7 +221,7 @@ var flagTable = []flagSpec{
 		help: "Keystore: combined PEM (chain and key) or PKCS#12.",
 		ptr:  func(d *dest) any { return &d.tun.Keystore }},
 	{name: "cert", kind: kindString, scope: scopeTunnel, env: "CERT_PATH", placeholder: "PATH",
-		help: "PEM certificate chain (with --key).",
+		help: "PEM certificate chain (with --key or --pkcs11-module).",
 		ptr:  func(d *dest) any { return &d.tun.Cert }},
 	{name: "key", kind: kindString, scope: scopeTunnel, env: "KEY_PATH", placeholder: "PATH",
 		help: "PEM private key (with --cert).",
@@ -235,6 +229,15 @@ var flagTable = []flagSpec{
 	{name: "storepass", kind: kindString, scope: scopeTunnel, env: "KEYSTORE_PASS", placeholder: "PASS",
 		secret: true, help: "Password of a PKCS#12 keystore.",
 		ptr: func(d *dest) any { return &d.tun.Storepass }},
+	{name: "pkcs11-module", kind: kindString, scope: scopeTunnel, env: "PKCS11_MODULE", placeholder: "PATH",
+		help: "PKCS#11 module (.so) holding the private key of --cert (cgo builds).",
+		ptr:  func(d *dest) any { return &d.tun.PKCS11Module }},
+	{name: "pkcs11-token-label", kind: kindString, scope: scopeTunnel, env: "PKCS11_TOKEN_LABEL", placeholder: "LABEL",
+		help: "Label of the PKCS#11 token holding the key (with --pkcs11-module).",
+		ptr:  func(d *dest) any { return &d.tun.PKCS11TokenLabel }},
+	{name: "pkcs11-pin", kind: kindString, scope: scopeTunnel, env: "PKCS11_PIN", placeholder: "PIN",
+		secret: true, help: "User PIN of the PKCS#11 token.",
+		ptr: func(d *dest) any { return &d.tun.PKCS11Pin }},
 	{name: "cacert", kind: kindString, scope: scopeTunnel, env: "CACERT_PATH", placeholder: "PATH",
 		help: "PEM CA bundle to verify peers (default: system trust store).",
 		ptr:  func(d *dest) any { return &d.tun.CACert }},
@@ -796,7 +799,8 @@ func (p *parser) finish() (*invocation, error) {
 // from-flags invocation: the process-wide keys that were set and differ from
 // the defaults, then the tunnel as the one item of `tunnels:` with the keys
 // that were set. Lists are flow sequences. The keystore password is never
-// printed: `storepass: ${KEYSTORE_PASS}` stands for it. Flags with no fleet
+// printed: `storepass: ${KEYSTORE_PASS}` stands for it, and
+// `pkcs11-pin: ${PKCS11_PIN}` for the PKCS#11 PIN. Flags with no fleet
 // key are listed in comments at the top.
 func fromFlagsYAML(inv *invocation) string {
 	var head []string
@@ -846,8 +850,8 @@ func fromFlagsYAML(inv *invocation) string {
 				continue
 			}
 			var v *yaml.Node
-			if key == "storepass" {
-				v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "${KEYSTORE_PASS}"}
+			if env := secretEnv(key); env != "" {
+				v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "${" + env + "}"}
 			} else {
 				v = valueNode(tv.Field(i).Interface())
 			}
@@ -868,6 +872,18 @@ func fromFlagsYAML(inv *invocation) string {
 	}
 	_ = enc.Close()
 	return strings.Join(head, "\n") + "\n" + buf.String()
+}
+
+// secretEnv returns the environment variable of the secret flag key
+// (storepass, pkcs11-pin), "" for any other flag. from-flags prints ${VAR}
+// in place of such a secret.
+func secretEnv(key string) string {
+	for i := range flagTable {
+		if s := &flagTable[i]; s.name == key && s.secret && s.env != "" {
+			return s.env
+		}
+	}
+	return ""
 }
 
 // modeOf returns the tunnel mode of inv ("" when it has no single tunnel).

@@ -150,12 +150,21 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			extra: func(e *extras) {
 				e.Unsupported = map[string]string{"verify-policy": "b", "verify-query": "q"}
 			}},
-		{name: "unsupported global", args: strings.Fields("--use-workload-api --use-workload-api-addr unix:/w --use-workload-api-timeout 1m --pkcs11-module m.so --pkcs11-token-label L --pkcs11-pin 1234 --cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
+		{name: "unsupported global", args: strings.Fields("--use-workload-api --use-workload-api-addr unix:/w --use-workload-api-timeout 1m --cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "http://p:3128" },
 			extra: func(e *extras) {
 				e.Unsupported = map[string]string{"use-workload-api": "true", "use-workload-api-addr": "unix:/w", "use-workload-api-timeout": "1m",
-					"pkcs11-module": "m.so", "pkcs11-token-label": "L", "pkcs11-pin": "<redacted>", "cipher-suites": "AES",
-					"allow-unsafe-cipher-suites": "true"}
+					"cipher-suites": "AES", "allow-unsafe-cipher-suites": "true"}
+			}},
+
+		// PKCS#11: tunnel flags, before or after the subcommand.
+		{name: "pkcs11 before subcommand", args: strings.Fields("--pkcs11-module m.so --pkcs11-token-label L --pkcs11-pin 1234 --cert c.pem client" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.PKCS11Module, tn.PKCS11TokenLabel, tn.PKCS11Pin, tn.Cert = "m.so", "L", "1234", "c.pem"
+			}},
+		{name: "pkcs11 after subcommand", args: strings.Fields("server --cert c.pem --pkcs11-module=/m.so --pkcs11-token-label=L --pkcs11-pin=1234 --allow-all" + lt), mode: "server",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.PKCS11Module, tn.PKCS11TokenLabel, tn.PKCS11Pin, tn.Cert, tn.AllowAll = "/m.so", "L", "1234", "c.pem", true
 			}},
 		{name: "unsupported bool false is a no-op", args: strings.Fields("server --use-workload-api=false --no-auto-acme-agree-to-tos" + lt), mode: "server"},
 
@@ -172,10 +181,16 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Keystore, tn.CACert = "/f/k.p12", "/f/ca" }},
 		{name: "empty env ignored", args: strings.Fields("client" + lt), env: map[string]string{"KEYSTORE_PATH": ""}, mode: "client"},
 		{name: "env for unsupported flags", args: strings.Fields("client" + lt),
-			env:  map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:/spire", "PKCS11_PIN": "9999", "PKCS11_MODULE": "/m.so", "PKCS11_TOKEN_LABEL": "T"},
+			env:  map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:/spire"},
 			mode: "client",
 			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"use-workload-api-addr": "unix:/spire", "pkcs11-pin": "<redacted>", "pkcs11-module": "/m.so", "pkcs11-token-label": "T"}
+				e.Unsupported = map[string]string{"use-workload-api-addr": "unix:/spire"}
+			}},
+		{name: "env for pkcs11 flags", args: strings.Fields("client --pkcs11-token-label F" + lt),
+			env:  map[string]string{"PKCS11_PIN": "9999", "PKCS11_MODULE": "/m.so", "PKCS11_TOKEN_LABEL": "T", "CERT_PATH": "/c"},
+			mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.PKCS11Module, tn.PKCS11TokenLabel, tn.PKCS11Pin, tn.Cert = "/m.so", "F", "9999", "/c"
 			}},
 
 		// from-flags builds the same Config.
@@ -315,12 +330,19 @@ func TestParseArgsSecretsStayOutOfErrors(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v", err)
 	}
+	_, err = parseArgs(strings.Fields("--pkcs11-pin 4321 server --connect-timeout x"+lt), nil)
+	if err == nil || strings.Contains(err.Error(), "4321") {
+		t.Fatalf("err = %v", err)
+	}
 	inv, err := parseArgs(strings.Fields("--pkcs11-pin 4321 server"+lt), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(fmt.Sprint(inv.Unsupported), "4321") || strings.Contains(fromFlagsYAML(inv), "4321") {
-		t.Fatalf("PKCS#11 PIN leaked: %v", inv.Unsupported)
+	if inv.tunnel().PKCS11Pin.Reveal() != "4321" {
+		t.Fatalf("PKCS11Pin = %q", inv.tunnel().PKCS11Pin.Reveal())
+	}
+	if strings.Contains(fmt.Sprintf("%v %+v %#v", inv.Unsupported, inv.Config, inv.Config), "4321") || strings.Contains(fromFlagsYAML(inv), "4321") {
+		t.Fatalf("PKCS#11 PIN leaked: %+v", inv.Config)
 	}
 }
 
@@ -554,6 +576,10 @@ func TestFromFlagsYAMLRoundTrip(t *testing.T) {
 		{name: "metrics push", args: strings.Fields("config from-flags server --metrics-graphite graphite.example.com:2003 --metrics-url https://m.example.com/push --metrics-interval 30s" + lt),
 			want:    []string{"metrics-graphite: graphite.example.com:2003\n", "metrics-url: https://m.example.com/push\n"},
 			notWant: []string{"metrics-interval", "no fleet-file key yet"}},
+		{name: "pkcs11", args: strings.Fields("--pkcs11-pin 4321 config from-flags client --cert /c.pem --pkcs11-token-label tok" + lt),
+			env:     map[string]string{"PKCS11_MODULE": "/usr/lib/softhsm/libsofthsm2.so"},
+			want:    []string{"cert: /c.pem\n", "pkcs11-module: /usr/lib/softhsm/libsofthsm2.so # from $PKCS11_MODULE\n", "pkcs11-token-label: tok\n", "pkcs11-pin: ${PKCS11_PIN}\n"},
+			notWant: []string{"4321", "not supported", "redacted"}},
 		{name: "client with env", args: strings.Fields("config from-flags client --unsafe-listen --override-server-name n --verify-cn c --verify-uri-san u --verify-ip ::1 --verify-spki-pin sha256:x --disable-authentication" + lt),
 			env:     map[string]string{"KEYSTORE_PATH": "/env/k.pem", "KEYSTORE_PASS": "envpass"},
 			want:    []string{"keystore: /env/k.pem # from $KEYSTORE_PATH", "storepass: ${KEYSTORE_PASS}", "verify-uri: [u]", "verify-ip: ['::1']"},
@@ -616,6 +642,13 @@ func TestFromFlagsYAMLRoundTrip(t *testing.T) {
 				want.Tunnels[0].Storepass = ""
 			}
 			tun.Storepass = ""
+			if want.Tunnels[0].PKCS11Pin != "" {
+				if tun.PKCS11Pin != "${PKCS11_PIN}" {
+					t.Errorf("pkcs11-pin = %q, want ${PKCS11_PIN}", tun.PKCS11Pin.Reveal())
+				}
+				want.Tunnels[0].PKCS11Pin = ""
+			}
+			tun.PKCS11Pin = ""
 			got.Tunnels = []configs.Tunnel{tun}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("round trip mismatch\n got: %+v\nwant: %+v\nyaml:\n%s", got, want, out)
