@@ -12,20 +12,21 @@ import (
 )
 
 // Buffer sizes. A streaming read takes up to readSize bytes, which a TLS
-// writer turns into sixteen full records; a big buffer has room for the
-// framing of those records too, so one size serves reads and coalesced
-// writes. On loopback, where the kernel's per-call and per-segment work
-// dominates, 256 KiB reads and writes cost the two proxies about 0.2 s of
-// CPU per GiB less than 64 KiB ones (docs/PERFORMANCE.md); 512 KiB gains
-// little more and doubles what a busy connection holds.
+// writer turns into 32 full records; a big buffer has room for the framing
+// of those records too, so one size serves reads and coalesced writes. On
+// loopback, where the kernel's per-call, per-segment and per-wakeup work
+// dominates, the two proxies spend about 0.3 s of CPU per GiB less with
+// 512 KiB reads and writes than with 64 KiB ones (docs/PERFORMANCE.md).
+// Envoy's default per-connection buffer limit (1 MiB) is of the same order.
 //
 // A socket reads with a small buffer until a read fills one, and goes back
 // to small ones when a read returns less than a small one holds: messages
 // then never touch the big buffers, which sync.Pool drops at every garbage
 // collection and which are costly to allocate again. Buffers are held only
-// while data moves: an idle connection holds none.
+// while data moves: an idle connection holds none, a streaming one at most
+// two big ones per direction.
 const (
-	readSize  = 256 << 10
+	readSize  = 512 << 10
 	bufSize   = readSize + 8<<10
 	smallSize = 16 << 10
 	// maxRecord is the most plaintext one TLS record carries.
@@ -102,6 +103,9 @@ type sock struct {
 	wpending []byte
 }
 
+// newSock wraps c. When c offers its file descriptor (syscall.Conn), reads
+// go to the descriptor directly, so such a conn must not buffer reads of its
+// own (the proxy dialer reads its CONNECT reply byte by byte for this).
 func newSock(c net.Conn) *sock {
 	s := &sock{Conn: c}
 	if sc, ok := c.(syscall.Conn); ok {
