@@ -54,8 +54,12 @@ func newTestProxy(t *testing.T, kind, user, pass string) *testProxy {
 				defer up.Close()
 				c.SetDeadline(time.Time{})
 				p.opened.Add(1)
-				go io.Copy(up, c)
+				go func() {
+					io.Copy(up, c)
+					up.(*net.TCPConn).CloseWrite()
+				}()
 				io.Copy(c, up)
+				c.(*net.TCPConn).CloseWrite()
 			}()
 		}
 	}()
