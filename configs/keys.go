@@ -70,6 +70,7 @@ var (
 	serverOnlyKeys = []string{
 		"allow-all", "allow-cn", "allow-ou", "allow-dns", "allow-uri", "allow-ip", "allow-spki-pin",
 		"unsafe-target", "proxy-protocol", "proxy-protocol-mode",
+		"auto-acme-cert", "auto-acme-email", "auto-acme-agree-to-tos", "auto-acme-ca", "auto-acme-testca", "auto-acme-cache",
 	}
 	clientOnlyKeys = []string{
 		"unsafe-listen", "override-server-name", "proxy",

@@ -111,6 +111,15 @@ type Tunnel struct {
 	PKCS11TokenLabel string `yaml:"pkcs11-token-label,omitempty"` // label of the token
 	PKCS11Pin        Secret `yaml:"pkcs11-pin,omitempty"`         // user PIN of the token
 
+	// SPIFFE Workload API: the certificate (X.509 SVID) and the trust
+	// bundles come from the agent at UseWorkloadAPIAddr (unix:///PATH or
+	// tcp://IP:PORT; $SPIFFE_ENDPOINT_SOCKET when empty) and rotate without
+	// a reload. UseWorkloadAPITimeout bounds the wait for the first SVID
+	// (0: the default, 10m).
+	UseWorkloadAPI        bool     `yaml:"use-workload-api,omitempty"`
+	UseWorkloadAPIAddr    string   `yaml:"use-workload-api-addr,omitempty"`
+	UseWorkloadAPITimeout Duration `yaml:"use-workload-api-timeout,omitempty"`
+
 	// Server access control. The allow-* name lists OR together.
 	AllowAll     bool     `yaml:"allow-all,omitempty"`
 	AllowCN      []string `yaml:"allow-cn,omitempty"`
@@ -152,6 +161,19 @@ type Tunnel struct {
 	// Reauthorize: when a fleet reload changes this tunnel's access rules,
 	// open connections whose peer the new rules refuse are closed.
 	Reauthorize bool `yaml:"reauthorize,omitempty"`
+
+	// ACME (server tunnels): the certificate for AutoACMECert is obtained
+	// and renewed with TLS-ALPN-01 on the tunnel's own listener; it replaces
+	// keystore, cert and key. AutoACMETestCA, when set, overrides AutoACMECA
+	// (default: Let's Encrypt production). AutoACMECache is the directory
+	// holding the account key and certificates (default: a per-tunnel
+	// directory under the user cache directory).
+	AutoACMECert       string `yaml:"auto-acme-cert,omitempty"`
+	AutoACMEEmail      string `yaml:"auto-acme-email,omitempty"`
+	AutoACMEAgreeToTOS bool   `yaml:"auto-acme-agree-to-tos,omitempty"`
+	AutoACMECA         string `yaml:"auto-acme-ca,omitempty"`
+	AutoACMETestCA     string `yaml:"auto-acme-testca,omitempty"`
+	AutoACMECache      string `yaml:"auto-acme-cache,omitempty"`
 }
 
 // Config is a whole process: process-wide settings and its tunnels.

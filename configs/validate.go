@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // Limits and syntax of tunnel names.
@@ -30,7 +32,7 @@ var (
 	exclusiveKeys = []string{"allow-all", "allow-spki-pin", "disable-authentication"}
 	verifyKeys    = []string{"verify-cn", "verify-ou", "verify-dns", "verify-uri", "verify-ip"}
 	// credentialKeys give a tunnel its certificate.
-	credentialKeys = []string{"keystore", "cert", "key"}
+	credentialKeys = []string{"keystore", "cert", "key", "use-workload-api"}
 )
 
 // Validate checks c as upstream Ghostunnel checks its flags, and the fleet
@@ -257,14 +259,28 @@ func (v *validator) credentials(i int, t *Tunnel) {
 		v.at(i, "storepass", "{storepass} requires {keystore}")
 	}
 	v.pkcs11(i, t)
-	hasCreds := hasKeystore || hasCert || hasKey || hasModule
+	hasWorkload := v.workloadAPI(i, t)
+	hasCreds := hasKeystore || hasCert || hasKey || hasModule || hasWorkload
 	switch t.Mode {
 	case ModeServer:
+		if t.AutoACMECert != "" {
+			v.acme(i, t, hasCreds)
+			break
+		}
+		// Upstream ignores them; say so rather than refuse the command line.
+		for _, key := range acmeKeys {
+			if isSet(t, key) {
+				v.at(i, key, "{%s} has no effect without {auto-acme-cert}", key)
+				v.ps[len(v.ps)-1].Warning = true
+			}
+		}
 		if !hasCreds {
-			v.missing(i, credentialKeys, "a certificate is required: set {keystore}, or {cert} and {key}")
+			v.missing(i, credentialKeys, "a certificate is required: set {keystore}, or {cert} and {key}, or {use-workload-api} (or {auto-acme-cert})")
 		}
 	case ModeClient:
 		switch {
+		case t.DisableAuthentication && hasWorkload:
+			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {use-workload-api}")
 		case t.DisableAuthentication && hasKeystore:
 			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {keystore}")
 		case t.DisableAuthentication && (hasCert || hasKey):
@@ -273,9 +289,82 @@ func (v *validator) credentials(i int, t *Tunnel) {
 			v.at(i, "disable-authentication", "{disable-authentication} is mutually exclusive with {pkcs11-module}")
 		case !t.DisableAuthentication && !hasCreds:
 			v.missing(i, append(slices.Clone(credentialKeys), "disable-authentication"),
-				"a client certificate is required: set {keystore}, or {cert} and {key} (or set {disable-authentication})")
+				"a client certificate is required: set {keystore}, or {cert} and {key}, or {use-workload-api} (or set {disable-authentication})")
 		}
 	}
+}
+
+// workloadAPI checks the SPIFFE Workload API settings and reports whether
+// the tunnel takes its credentials from the Workload API. They replace the
+// other certificate sources; cacert stays optional (the bundle comes from
+// the API).
+func (v *validator) workloadAPI(i int, t *Tunnel) bool {
+	if !t.UseWorkloadAPI {
+		for _, key := range []string{"use-workload-api-addr", "use-workload-api-timeout"} {
+			if isSet(t, key) {
+				v.at(i, key, "{%s} requires {use-workload-api}", key)
+			}
+		}
+		return false
+	}
+	for _, key := range []string{"keystore", "cert", "key", "pkcs11-module"} {
+		if isSet(t, key) {
+			v.at(i, "use-workload-api", "{use-workload-api} is mutually exclusive with {%s}", key)
+		}
+	}
+	if t.UseWorkloadAPIAddr != "" {
+		if err := workloadapi.ValidateAddress(t.UseWorkloadAPIAddr); err != nil {
+			v.at(i, "use-workload-api-addr", "invalid address %q: %v (want unix:///PATH or tcp://IP:PORT)", t.UseWorkloadAPIAddr, err)
+		}
+	}
+	return true
+}
+
+// acmeKeys are the ACME settings besides auto-acme-cert.
+var acmeKeys = []string{"auto-acme-email", "auto-acme-agree-to-tos", "auto-acme-ca", "auto-acme-testca", "auto-acme-cache"}
+
+// acme checks a server tunnel that gets its certificate from an ACME CA, as
+// upstream does, plus the shape of the name and of the CA URLs.
+func (v *validator) acme(i int, t *Tunnel, hasCreds bool) {
+	if hasCreds {
+		v.at(i, "auto-acme-cert", "{auto-acme-cert} is mutually exclusive with {keystore}, {cert}, {key} and {pkcs11-module}")
+	}
+	if t.AutoACMEEmail == "" {
+		v.at(i, "auto-acme-cert", "{auto-acme-cert} was specified but no email address was provided with {auto-acme-email}")
+	}
+	if !t.AutoACMEAgreeToTOS {
+		v.at(i, "auto-acme-agree-to-tos", "{auto-acme-agree-to-tos} was not specified and is required if {auto-acme-cert} is specified")
+	}
+	if err := checkFQDN(t.AutoACMECert); err != nil {
+		v.at(i, "auto-acme-cert", "%v", err)
+	}
+	for _, key := range []string{"auto-acme-ca", "auto-acme-testca"} {
+		s := tunnelValue(t, key).String()
+		if s == "" {
+			continue
+		}
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.at(i, key, "{%s} must be the http(s) URL of an ACME directory, not %q", key, s)
+		}
+	}
+}
+
+// checkFQDN accepts a DNS name an ACME CA can issue for: no wildcard, no
+// IP address, no port.
+func checkFQDN(s string) error {
+	name := strings.TrimSuffix(s, ".")
+	if _, err := netip.ParseAddr(name); err == nil {
+		return fmt.Errorf("invalid name %q: want a DNS name, not an IP address", s)
+	}
+	if name == "" || len(name) > 253 || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return fmt.Errorf("invalid name %q: want a fully qualified domain name", s)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("invalid name %q: want a fully qualified domain name (letters, digits, '-' and '.')", s)
+		}
+	}
+	return nil
 }
 
 // pkcs11 checks the settings of a private key held in a PKCS#11 token: the
@@ -421,7 +510,7 @@ func (v *validator) options(i int, t *Tunnel) {
 	if t.ConnectTimeout == 0 {
 		v.at(i, "connect-timeout", "{connect-timeout} must not be zero")
 	}
-	for _, key := range []string{"timed-reload", "connect-timeout", "close-timeout", "max-conn-lifetime"} {
+	for _, key := range []string{"timed-reload", "connect-timeout", "close-timeout", "max-conn-lifetime", "use-workload-api-timeout"} {
 		if tunnelValue(t, key).Int() < 0 {
 			v.at(i, key, "{%s} must not be negative", key)
 		}

@@ -129,6 +129,31 @@ func TestValidateTunnel(t *testing.T) {
 		},
 			want{"disable-authentication", "disable-authentication is mutually exclusive with keystore"}},
 
+		// SPIFFE Workload API.
+		{"server workload api", func() Tunnel { t := server(); t.Keystore, t.UseWorkloadAPI = "", true; return t }, want{}},
+		{"client workload api", func() Tunnel {
+			t := client()
+			t.Cert, t.Key, t.UseWorkloadAPI, t.UseWorkloadAPIAddr = "", "", true, "unix:///run/spire/agent.sock"
+			t.UseWorkloadAPITimeout = Duration(time.Minute)
+			return t
+		}, want{}},
+		{"workload api and keystore", func() Tunnel { t := server(); t.UseWorkloadAPI = true; return t },
+			want{"use-workload-api", "use-workload-api is mutually exclusive with keystore"}},
+		{"workload api and cert", func() Tunnel { t := client(); t.UseWorkloadAPI = true; return t },
+			want{"use-workload-api", "use-workload-api is mutually exclusive with cert"}},
+		{"workload api addr without use", func() Tunnel { t := server(); t.UseWorkloadAPIAddr = "unix:///s"; return t },
+			want{"use-workload-api-addr", "use-workload-api-addr requires use-workload-api"}},
+		{"workload api bad addr", func() Tunnel {
+			t := server()
+			t.Keystore, t.UseWorkloadAPI, t.UseWorkloadAPIAddr = "", true, "/run/agent.sock"
+			return t
+		}, want{"use-workload-api-addr", "invalid address"}},
+		{"workload api with disable-authentication", func() Tunnel {
+			t := client()
+			t.Cert, t.Key, t.UseWorkloadAPI, t.DisableAuthentication = "", "", true, true
+			return t
+		}, want{"disable-authentication", "disable-authentication is mutually exclusive with use-workload-api"}},
+
 		// PKCS#11: the chain from cert, the key in the token.
 		{"server cert and pkcs11", func() Tunnel { t := server(); t.Keystore = ""; return withPKCS11(t, "a.crt") }, want{}},
 		{"client cert and pkcs11", func() Tunnel { t := client(); t.Key = ""; return withPKCS11(t, "a.crt") }, want{}},
@@ -427,4 +452,80 @@ func TestValidatePKCS11FlagErrors(t *testing.T) {
 	if strings.Contains(ps.Error(), "s3cret-pin") || strings.Contains(got, "s3cret-pin") {
 		t.Errorf("the PIN is echoed: %v", ps)
 	}
+}
+
+// acmeServer is a valid server tunnel that gets its certificate via ACME.
+func acmeServer() Tunnel {
+	t := server()
+	t.Keystore = ""
+	t.AutoACMECert, t.AutoACMEEmail, t.AutoACMEAgreeToTOS = "tunnel.example.com", "ops@example.com", true
+	return t
+}
+
+func TestValidateACME(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		tunnel func() Tunnel
+		want   want
+	}{
+		{"valid", acmeServer, want{}},
+		{"valid with CAs and cache", func() Tunnel {
+			t := acmeServer()
+			t.AutoACMECA, t.AutoACMETestCA, t.AutoACMECache = "https://acme.example/dir", "https://127.0.0.1:14000/dir", "/var/cache/acme"
+			return t
+		}, want{}},
+		{"trailing dot", func() Tunnel { t := acmeServer(); t.AutoACMECert = "tunnel.example.com."; return t }, want{}},
+		{"no email", func() Tunnel { t := acmeServer(); t.AutoACMEEmail = ""; return t },
+			want{"auto-acme-cert", "auto-acme-cert was specified but no email address was provided with auto-acme-email"}},
+		{"no tos", func() Tunnel { t := acmeServer(); t.AutoACMEAgreeToTOS = false; return t },
+			want{"auto-acme-agree-to-tos", "auto-acme-agree-to-tos was not specified and is required if auto-acme-cert is specified"}},
+		{"with keystore", func() Tunnel { t := acmeServer(); t.Keystore = "a.pem"; return t },
+			want{"auto-acme-cert", "auto-acme-cert is mutually exclusive with keystore, cert, key and pkcs11-module"}},
+		{"with cert and key", func() Tunnel { t := acmeServer(); t.Cert, t.Key = "a.crt", "a.key"; return t },
+			want{"auto-acme-cert", "mutually exclusive"}},
+		{"IP name", func() Tunnel { t := acmeServer(); t.AutoACMECert = "10.0.0.1"; return t }, want{"auto-acme-cert", "not an IP address"}},
+		{"wildcard", func() Tunnel { t := acmeServer(); t.AutoACMECert = "*.example.com"; return t }, want{"auto-acme-cert", "invalid name"}},
+		{"URL name", func() Tunnel { t := acmeServer(); t.AutoACMECert = "https://a.example"; return t }, want{"auto-acme-cert", "invalid name"}},
+		{"bad CA", func() Tunnel { t := acmeServer(); t.AutoACMECA = "acme.example/dir"; return t }, want{"auto-acme-ca", "must be the http(s) URL of an ACME directory"}},
+		{"bad test CA", func() Tunnel { t := acmeServer(); t.AutoACMETestCA = "ftp://x/"; return t }, want{"auto-acme-testca", "must be the http(s) URL"}},
+		{"on client", func() Tunnel { t := client(); t.AutoACMECert = "a.example"; return t }, want{"auto-acme-cert", "auto-acme-cert is only for server tunnels"}},
+		{"email on client", func() Tunnel { t := client(); t.AutoACMEEmail = "a@b"; return t }, want{"auto-acme-email", "only for server tunnels"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkProblems(t, Validate(config(c.tunnel())), c.want)
+		})
+	}
+}
+
+// TestValidateACMEFlagMessages checks the upstream wording on the command line.
+func TestValidateACMEFlagMessages(t *testing.T) {
+	tn := acmeServer()
+	tn.AutoACMEEmail, tn.AutoACMEAgreeToTOS = "", false
+	got := Validate(config(tn)).Errors().FlagErrors()
+	for _, want := range []string{
+		"--auto-acme-cert was specified but no email address was provided with --auto-acme-email",
+		"--auto-acme-agree-to-tos was not specified and is required if --auto-acme-cert is specified",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("flag errors lack %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestValidateACMEStray checks that ACME settings without auto-acme-cert,
+// which upstream ignores, are only a warning.
+func TestValidateACMEStray(t *testing.T) {
+	tn := server()
+	tn.AutoACMEEmail, tn.AutoACMEAgreeToTOS = "ops@example.com", true
+	ps := Validate(config(tn))
+	if ps.HasErrors() {
+		t.Fatalf("want warnings only, got %v", ps)
+	}
+	if w := ps.Warnings(); len(w) != 2 || !strings.Contains(w[0].Msg, "auto-acme-email has no effect without auto-acme-cert") {
+		t.Errorf("want two warnings, got %v", w)
+	}
+	// Without any credentials the message names ACME as a way out.
+	tn = server()
+	tn.Keystore = ""
+	checkProblems(t, Validate(config(tn)), want{"", "(or auto-acme-cert)"})
 }

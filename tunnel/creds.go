@@ -22,14 +22,29 @@ import (
 type credentials struct {
 	cert *tls.Certificate // nil when the tunnel presents no certificate
 	pool *x509.CertPool   // CA bundle, or the system pool
+	// spiffe, with use-workload-api, supplies the certificate and the
+	// peer verification instead (spiffe.go); pool only serves target-status.
+	spiffe *workloadSource
+}
+
+// current is the certificate presented now (nil if none).
+func (c *credentials) current() *tls.Certificate {
+	if c == nil {
+		return nil
+	}
+	if c.spiffe != nil {
+		return c.spiffe.certificate()
+	}
+	return c.cert
 }
 
 // notAfter is the expiry of the leaf, or the zero time without one.
 func (c *credentials) notAfter() time.Time {
-	if c == nil || c.cert == nil || c.cert.Leaf == nil {
+	cert := c.current()
+	if cert == nil || cert.Leaf == nil {
 		return time.Time{}
 	}
-	return c.cert.Leaf.NotAfter
+	return cert.Leaf.NotAfter
 }
 
 // LoadCredentials reads the certificate, key and CA bundle that t names. It

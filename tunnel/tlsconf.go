@@ -49,6 +49,9 @@ func baseTLS(t *configs.Tunnel) *tls.Config {
 // current CA pool, so neither a tightened allow-list nor a rotated CA can be
 // bypassed with an old session ticket.
 func serverTLS(t *configs.Tunnel, c *credentials, a *acl, ticketKeys [][32]byte) *tls.Config {
+	if c.spiffe != nil {
+		return spiffeServerTLS(t, c.spiffe, a, ticketKeys)
+	}
 	cfg := baseTLS(t)
 	cert := c.cert
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }
@@ -101,6 +104,9 @@ func verifyChain(leaf *x509.Certificate, rest []*x509.Certificate, roots *x509.C
 // generation gets its own session cache, so a reload of credentials or
 // verify rules drops every cached session.
 func clientTLS(t *configs.Tunnel, c *credentials, a *acl) *tls.Config {
+	if c.spiffe != nil {
+		return spiffeClientTLS(t, c.spiffe, a)
+	}
 	cfg := baseTLS(t)
 	cfg.ServerName = serverName(t)
 	cfg.RootCAs = c.pool

@@ -66,6 +66,7 @@ type generation struct {
 	dialAddr  string
 	proxy     *proxyDialer // client tunnels with a proxy; nil otherwise
 	checkHTTP *http.Client
+	acme      *acmeCert // server tunnels with auto-acme-cert (acme.go)
 }
 
 // dialTargetBy is dialTarget with a deadline, without a context on the
@@ -113,6 +114,9 @@ type Tunnel struct {
 	stopOnce sync.Once
 	stopped  chan struct{}
 	bg       sync.WaitGroup // the timed reload loop
+	acmeSrc  acmeManagers   // ACME source kept across reloads (acme.go)
+
+	wl workloadHold // SPIFFE Workload API sources in use (spiffe.go)
 }
 
 type reloadResult struct {
@@ -132,7 +136,7 @@ type Snapshot struct {
 // New builds a tunnel: it loads the credentials, compiles the access rules,
 // checks the target and binds the listener. Everything that can fail at
 // startup fails here, before anything is served.
-func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
+func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 	logger := deps.Logger
 	if logger == nil {
 		logger = log.NewNopLogger()
@@ -156,6 +160,11 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 	for _, f := range insecureFileModes(&cfg) {
 		logger.Log("level", "warn", "msg", "private key file is readable by group or others", "path", f)
 	}
+	defer func() {
+		if err != nil {
+			t.wl.releaseAll()
+		}
+	}()
 	g, err := t.build(cfg)
 	if err != nil {
 		return nil, err
@@ -176,9 +185,10 @@ func New(cfg configs.Tunnel, deps Deps) (*Tunnel, error) {
 	}
 	t.gen.Store(g)
 	t.m.certNotAfter.Set(float64(g.creds.notAfter().Unix()))
-	if g.creds.cert == nil {
+	if g.creds.current() == nil {
 		t.m.certNotAfter.Set(0)
 	}
+	t.watchWorkloadAPI(g)
 	t.ln = deps.Listener
 	if t.ln == nil {
 		if t.ln, err = Listen(cfg.Listen); err != nil {
@@ -197,6 +207,11 @@ func (t *Tunnel) build(cfg configs.Tunnel) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.UseWorkloadAPI {
+		if creds.spiffe, err = t.wl.acquire(&cfg); err != nil {
+			return nil, err
+		}
+	}
 	g := &generation{cfg: cfg, creds: creds}
 	if cfg.ConnectTimeout <= 0 {
 		g.cfg.ConnectTimeout = configs.Duration(configs.DefaultConnectTimeout)
@@ -206,13 +221,17 @@ func (t *Tunnel) build(cfg configs.Tunnel) (*generation, error) {
 	}
 	switch cfg.Mode {
 	case configs.ModeServer:
-		if creds.cert == nil {
+		if creds.current() == nil && cfg.AutoACMECert == "" {
 			return nil, errors.New("a server tunnel needs a certificate (keystore, or cert and key)")
 		}
 		if g.acl, err = serverACL(&cfg); err != nil {
 			return nil, err
 		}
 		g.server = serverTLS(&cfg, creds, g.acl, t.ticketKeys)
+		if g.acme, err = t.acmeSrc.source(&cfg); err != nil {
+			return nil, err
+		}
+		g.server = g.acme.serverTLS(g.server)
 	case configs.ModeClient:
 		if g.acl, err = clientACL(&cfg); err != nil {
 			return nil, err
@@ -262,7 +281,7 @@ func (t *Tunnel) Addr() net.Addr { return t.ln.Addr() }
 func (t *Tunnel) Config() configs.Tunnel { return t.gen.Load().cfg }
 
 // Certificate is the certificate the tunnel presents now (nil if none).
-func (t *Tunnel) Certificate() *tls.Certificate { return t.gen.Load().creds.cert }
+func (t *Tunnel) Certificate() *tls.Certificate { return t.gen.Load().presented() }
 
 func (t *Tunnel) setState(s string) { t.state.Store(&s) }
 
@@ -295,6 +314,7 @@ func (t *Tunnel) Serve() error {
 	t.log.Log("msg", "listening for connections", "listen", t.ln.Addr().String(), "target", t.Config().Target, "mode", t.mode)
 	t.bg.Add(1)
 	go t.timedReload()
+	t.startACME()
 	var backoff time.Duration
 	for {
 		if !t.limit.acquire() {
@@ -423,6 +443,7 @@ func (t *Tunnel) Commit(p *Prepared) {
 	default:
 	}
 	t.m.reloads.Inc()
+	t.watchWorkloadAPI(g)
 	if na := g.creds.notAfter(); !na.IsZero() {
 		t.m.certNotAfter.Set(float64(na.Unix()))
 	}
@@ -461,7 +482,11 @@ func (g *generation) admits(chain []*x509.Certificate) error {
 		return errors.New("peer presented no certificate")
 	}
 	leaf := chain[0]
-	if !g.acl.pinned() {
+	if !g.acl.pinned() && g.creds.spiffe != nil {
+		if err := g.creds.spiffe.verifyPeer(chain); err != nil {
+			return err
+		}
+	} else if !g.acl.pinned() {
 		usage, host := x509.ExtKeyUsageClientAuth, ""
 		if g.cfg.Mode == configs.ModeClient {
 			usage, host = x509.ExtKeyUsageServerAuth, serverName(&g.cfg)
@@ -514,6 +539,7 @@ func (t *Tunnel) CloseAll() {
 func (t *Tunnel) Close() {
 	t.Stop()
 	t.CloseAll()
+	t.wl.releaseAll()
 	if t.ownMetrics {
 		t.m.Unregister()
 	}

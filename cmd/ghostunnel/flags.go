@@ -202,14 +202,6 @@ var flagTable = []flagSpec{
 	{name: "use-landlock", kind: kindBool, scope: scopeProcess, deprecated: true,
 		help: "Use landlock (deprecated: landlock is on by default).",
 		ptr:  func(d *dest) any { return &d.inv.UseLandlock }},
-	{name: "use-workload-api", kind: kindBool, scope: scopeProcess, unsupported: true,
-		help: "Get certificate and roots from the SPIFFE Workload API."},
-	{name: "use-workload-api-addr", kind: kindString, scope: scopeProcess, unsupported: true,
-		env: "SPIFFE_ENDPOINT_SOCKET", placeholder: "ADDR",
-		help: "SPIFFE Workload API address (implies --use-workload-api)."},
-	{name: "use-workload-api-timeout", kind: kindDuration, scope: scopeProcess, unsupported: true,
-		placeholder: "DURATION", def: "10m",
-		help: "Timeout of the first SPIFFE Workload API fetch (0: wait forever)."},
 	{name: "cipher-suites", kind: kindString, scope: scopeProcess, unsupported: true, deprecated: true,
 		placeholder: "LIST", def: "AES,CHACHA",
 		help: "Cipher suites to enable, comma-separated (deprecated upstream)."},
@@ -241,6 +233,16 @@ var flagTable = []flagSpec{
 	{name: "cacert", kind: kindString, scope: scopeTunnel, env: "CACERT_PATH", placeholder: "PATH",
 		help: "PEM CA bundle to verify peers (default: system trust store).",
 		ptr:  func(d *dest) any { return &d.tun.CACert }},
+	{name: "use-workload-api", kind: kindBool, scope: scopeTunnel,
+		help: "Get the certificate and trust bundle from the SPIFFE Workload API (rotated live).",
+		ptr:  func(d *dest) any { return &d.tun.UseWorkloadAPI }},
+	{name: "use-workload-api-addr", kind: kindString, scope: scopeTunnel,
+		env: "SPIFFE_ENDPOINT_SOCKET", placeholder: "ADDR",
+		help: "SPIFFE Workload API address, unix:///PATH or tcp://IP:PORT (implies --use-workload-api).",
+		ptr:  func(d *dest) any { return &d.tun.UseWorkloadAPIAddr }},
+	{name: "use-workload-api-timeout", kind: kindDuration, scope: scopeTunnel, placeholder: "DURATION",
+		help: "How long to wait for the first SVID from the SPIFFE Workload API (default: 10m).",
+		ptr:  func(d *dest) any { return &d.tun.UseWorkloadAPITimeout }},
 	{name: "timed-reload", kind: kindDuration, scope: scopeTunnel, placeholder: "DURATION",
 		help: "Reload credentials every interval (e.g. 300s); also on SIGHUP.",
 		ptr:  func(d *dest) any { return &d.tun.TimedReload }},
@@ -312,16 +314,24 @@ var flagTable = []flagSpec{
 	{name: "disable-authentication", kind: kindBool, scope: scopeServer,
 		help: "Do not ask clients for a certificate.",
 		ptr:  func(d *dest) any { return &d.tun.DisableAuthentication }},
-	{name: "auto-acme-cert", kind: kindString, scope: scopeServer, placeholder: "FQDN", unsupported: true,
-		help: "Get a certificate for FQDN via ACME."},
-	{name: "auto-acme-email", kind: kindString, scope: scopeServer, placeholder: "EMAIL", unsupported: true,
-		help: "Contact email for ACME requests."},
-	{name: "auto-acme-agree-to-tos", kind: kindBool, scope: scopeServer, unsupported: true,
-		help: "Agree to the ACME CA's terms of service."},
-	{name: "auto-acme-ca", kind: kindString, scope: scopeServer, placeholder: "URL", unsupported: true,
-		help: "ACME CA directory URL (default: Let's Encrypt)."},
-	{name: "auto-acme-testca", kind: kindString, scope: scopeServer, placeholder: "URL", unsupported: true,
-		help: "ACME staging CA URL; overrides --auto-acme-ca."},
+	{name: "auto-acme-cert", kind: kindString, scope: scopeServer, placeholder: "FQDN",
+		help: "Get and renew a certificate for FQDN via ACME (TLS-ALPN-01 on --listen).",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMECert }},
+	{name: "auto-acme-email", kind: kindString, scope: scopeServer, placeholder: "EMAIL",
+		help: "Contact email for ACME requests (needed with --auto-acme-cert).",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMEEmail }},
+	{name: "auto-acme-agree-to-tos", kind: kindBool, scope: scopeServer,
+		help: "Agree to the ACME CA's terms of service (needed with --auto-acme-cert).",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMEAgreeToTOS }},
+	{name: "auto-acme-ca", kind: kindString, scope: scopeServer, placeholder: "URL",
+		help: "ACME CA directory URL (default: Let's Encrypt production).",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMECA }},
+	{name: "auto-acme-testca", kind: kindString, scope: scopeServer, placeholder: "URL",
+		help: "ACME test CA directory URL; overrides --auto-acme-ca.",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMETestCA }},
+	{name: "auto-acme-cache", kind: kindString, scope: scopeServer, placeholder: "DIR",
+		help: "Directory of the ACME account key and certificates (default: user cache dir/ghostunnel/acme/NAME).",
+		ptr:  func(d *dest) any { return &d.tun.AutoACMECache }},
 
 	// Client mode.
 	{name: "listen", kind: kindString, scope: scopeClient, placeholder: "ADDR", required: true,
@@ -780,6 +790,12 @@ func (p *parser) finish() (*invocation, error) {
 				return nil, err
 			}
 		}
+	}
+	// As upstream: a Workload API address (flag or $SPIFFE_ENDPOINT_SOCKET)
+	// implies --use-workload-api.
+	if p.tun.UseWorkloadAPIAddr != "" && !p.tun.UseWorkloadAPI {
+		p.tun.UseWorkloadAPI = true
+		p.inv.Set["use-workload-api"] = true
 	}
 	for i := range flagTable {
 		s := &flagTable[i]

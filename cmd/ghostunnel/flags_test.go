@@ -140,21 +140,39 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 
 		// Accepted but unsupported.
 		{name: "unsupported server",
-			args: strings.Fields("server --allow-policy b.tar.gz --allow-query data.allow --auto-acme-cert a.example --auto-acme-email e@x --auto-acme-agree-to-tos --auto-acme-ca https://ca --auto-acme-testca https://test" + lt), mode: "server",
+			args: strings.Fields("server --allow-policy b.tar.gz --allow-query data.allow" + lt), mode: "server",
 			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"allow-policy": "b.tar.gz", "allow-query": "data.allow", "auto-acme-cert": "a.example", "auto-acme-email": "e@x",
-					"auto-acme-agree-to-tos": "true", "auto-acme-ca": "https://ca", "auto-acme-testca": "https://test"}
+				e.Unsupported = map[string]string{"allow-policy": "b.tar.gz", "allow-query": "data.allow"}
+			}},
+		{name: "acme server",
+			args: strings.Fields("server --auto-acme-cert a.example --auto-acme-email e@x --auto-acme-agree-to-tos --auto-acme-ca https://ca --auto-acme-testca https://test --auto-acme-cache /var/cache/acme" + lt), mode: "server",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.AutoACMECert, tn.AutoACMEEmail, tn.AutoACMEAgreeToTOS = "a.example", "e@x", true
+				tn.AutoACMECA, tn.AutoACMETestCA, tn.AutoACMECache = "https://ca", "https://test", "/var/cache/acme"
 			}},
 		{name: "unsupported client", args: strings.Fields("client --connect-proxy socks5://p:1 --verify-policy b --verify-query q" + lt), mode: "client",
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "socks5://p:1" },
 			extra: func(e *extras) {
 				e.Unsupported = map[string]string{"verify-policy": "b", "verify-query": "q"}
 			}},
-		{name: "unsupported global", args: strings.Fields("--use-workload-api --use-workload-api-addr unix:/w --use-workload-api-timeout 1m --cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
+		{name: "unsupported global", args: strings.Fields("--cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "http://p:3128" },
 			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"use-workload-api": "true", "use-workload-api-addr": "unix:/w", "use-workload-api-timeout": "1m",
-					"cipher-suites": "AES", "allow-unsafe-cipher-suites": "true"}
+				e.Unsupported = map[string]string{"cipher-suites": "AES", "allow-unsafe-cipher-suites": "true"}
+			}},
+
+		// SPIFFE Workload API: tunnel flags, before or after the subcommand.
+		{name: "workload api before subcommand", args: strings.Fields("--use-workload-api --use-workload-api-addr unix:///w --use-workload-api-timeout 1m client" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.UseWorkloadAPI, tn.UseWorkloadAPIAddr, tn.UseWorkloadAPITimeout = true, "unix:///w", configs.Duration(time.Minute)
+			}},
+		{name: "workload api after subcommand", args: strings.Fields("server --allow-uri spiffe://example.org/* --use-workload-api" + lt), mode: "server",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.UseWorkloadAPI, tn.AllowURI = true, []string{"spiffe://example.org/*"}
+			}},
+		{name: "workload api addr implies use", args: strings.Fields("client --use-workload-api-addr=tcp://127.0.0.1:8081" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.UseWorkloadAPI, tn.UseWorkloadAPIAddr = true, "tcp://127.0.0.1:8081"
 			}},
 
 		// PKCS#11: tunnel flags, before or after the subcommand.
@@ -180,11 +198,11 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			mode: "server",
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Keystore, tn.CACert = "/f/k.p12", "/f/ca" }},
 		{name: "empty env ignored", args: strings.Fields("client" + lt), env: map[string]string{"KEYSTORE_PATH": ""}, mode: "client"},
-		{name: "env for unsupported flags", args: strings.Fields("client" + lt),
-			env:  map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:/spire"},
+		{name: "env for workload api address", args: strings.Fields("client" + lt),
+			env:  map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spire"},
 			mode: "client",
-			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"use-workload-api-addr": "unix:/spire"}
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.UseWorkloadAPI, tn.UseWorkloadAPIAddr = true, "unix:///spire"
 			}},
 		{name: "env for pkcs11 flags", args: strings.Fields("client --pkcs11-token-label F" + lt),
 			env:  map[string]string{"PKCS11_PIN": "9999", "PKCS11_MODULE": "/m.so", "PKCS11_TOKEN_LABEL": "T", "CERT_PATH": "/c"},

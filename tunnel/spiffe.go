@@ -1,0 +1,368 @@
+package tunnel
+
+// SPIFFE Workload API credentials (use-workload-api): the X.509 SVID and
+// trust bundles the agent pushes are used and rotated without a reload and
+// without file I/O. Tunnels of one process that talk to the same Workload
+// API address share one watch of it (one FetchX509SVID stream), kept in a
+// small refcounted registry and closed when its last tunnel closes.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
+)
+
+// DefaultWorkloadAPITimeout is how long a tunnel waits for the first SVID
+// when use-workload-api-timeout is not set (upstream's default).
+const DefaultWorkloadAPITimeout = 10 * time.Minute
+
+// workloadState is one update of the Workload API, immutable.
+type workloadState struct {
+	x509 *workloadapi.X509Context
+	cert *tls.Certificate // the default SVID as presented in handshakes
+}
+
+// workloadSource is one watch of a Workload API address, shared by every
+// tunnel of the process that uses that address.
+type workloadSource struct {
+	addr string
+	refs int // guarded by workloadSources.mu
+
+	cancel context.CancelFunc
+	client *workloadapi.Client
+	done   chan struct{} // closed when the watch has ended for good
+
+	state     atomic.Pointer[workloadState]
+	ready     chan struct{} // closed at the first update
+	readyOnce sync.Once
+	lastErr   atomic.Pointer[string]
+
+	mu   sync.Mutex
+	subs map[chan struct{}]struct{}
+}
+
+// workloadSources is the process-wide registry of watches, by address.
+var workloadSources = struct {
+	mu sync.Mutex
+	m  map[string]*workloadSource
+}{m: make(map[string]*workloadSource)}
+
+// acquireWorkloadSource returns the shared watch of addr ("" for
+// $SPIFFE_ENDPOINT_SOCKET), starting it if needed, once it has delivered
+// its first SVID. Each successful call must be matched by release.
+func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource, error) {
+	if addr == "" {
+		var ok bool
+		if addr, ok = workloadapi.GetDefaultAddress(); !ok || addr == "" {
+			return nil, errors.New("workload API: no address: set use-workload-api-addr or $" + workloadapi.SocketEnv)
+		}
+	}
+	if err := workloadapi.ValidateAddress(addr); err != nil {
+		return nil, fmt.Errorf("workload API address %q: %w", addr, err)
+	}
+	if timeout <= 0 {
+		timeout = DefaultWorkloadAPITimeout
+	}
+	workloadSources.mu.Lock()
+	s := workloadSources.m[addr]
+	if s != nil {
+		select {
+		case <-s.done: // a dead watch: its holders keep it, new ones get a fresh one
+			s = nil
+		default:
+		}
+	}
+	if s == nil {
+		var err error
+		if s, err = startWorkloadSource(addr); err != nil {
+			workloadSources.mu.Unlock()
+			return nil, err
+		}
+		workloadSources.m[addr] = s
+	}
+	s.refs++
+	workloadSources.mu.Unlock()
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-s.ready:
+		return s, nil
+	case <-s.done:
+	case <-timer.C:
+	}
+	s.release()
+	why := "no update yet"
+	if e := s.lastErr.Load(); e != nil {
+		why = *e
+	}
+	return nil, fmt.Errorf("workload API %s: no X.509 SVID within %s: %s", addr, timeout, why)
+}
+
+func startWorkloadSource(addr string) (*workloadSource, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("workload API %s: %w", addr, err)
+	}
+	s := &workloadSource{addr: addr, cancel: cancel, client: client,
+		done: make(chan struct{}), ready: make(chan struct{}), subs: make(map[chan struct{}]struct{})}
+	go func() {
+		defer close(s.done)
+		// Retries with backoff until the context ends (or the agent
+		// refuses the request as invalid).
+		err := client.WatchX509Context(ctx, s)
+		if err != nil && ctx.Err() == nil {
+			s.OnX509ContextWatchError(err)
+		}
+	}()
+	return s, nil
+}
+
+// OnX509ContextUpdate publishes a new SVID and bundle set and tells the
+// subscribed tunnels (workloadapi.X509ContextWatcher).
+func (s *workloadSource) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	if c == nil || len(c.SVIDs) == 0 || c.Bundles == nil {
+		return
+	}
+	svid := c.DefaultSVID()
+	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+	for _, x := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, x.Raw)
+	}
+	s.state.Store(&workloadState{x509: c, cert: cert})
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.mu.Lock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+}
+
+// OnX509ContextWatchError records the error for the timeout message; the
+// watch retries by itself (workloadapi.X509ContextWatcher).
+func (s *workloadSource) OnX509ContextWatchError(err error) {
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	s.lastErr.Store(&msg)
+}
+
+func (s *workloadSource) subscribe(ch chan struct{}) {
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *workloadSource) unsubscribe(ch chan struct{}) {
+	s.mu.Lock()
+	delete(s.subs, ch)
+	s.mu.Unlock()
+}
+
+// release drops one reference; the last one stops the watch.
+func (s *workloadSource) release() {
+	workloadSources.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	if last && workloadSources.m[s.addr] == s {
+		delete(workloadSources.m, s.addr)
+	}
+	workloadSources.mu.Unlock()
+	if last {
+		s.cancel()
+		_ = s.client.Close()
+	}
+}
+
+// certificate is the current SVID as a tls.Certificate. After the source
+// is closed it keeps returning the last one.
+func (s *workloadSource) certificate() *tls.Certificate {
+	if st := s.state.Load(); st != nil {
+		return st.cert
+	}
+	return nil
+}
+
+// verifyPeer verifies a peer's chain as an X.509 SVID against the current
+// bundle of the peer's trust domain. Hostnames play no part.
+func (s *workloadSource) verifyPeer(chain []*x509.Certificate) error {
+	st := s.state.Load()
+	if st == nil {
+		return errors.New("workload API: no trust bundle yet")
+	}
+	if len(chain) == 0 {
+		return errors.New("peer presented no certificate")
+	}
+	_, _, err := x509svid.Verify(chain, st.x509.Bundles)
+	return err
+}
+
+// workloadHold is a tunnel's share of the registry: the sources its
+// settings generations have used, all released when the tunnel closes (a
+// prepared generation may never be committed, so none is released
+// earlier), and the channel their updates arrive on.
+type workloadHold struct {
+	mu      sync.Mutex
+	held    map[string]*workloadSource
+	updates chan struct{}
+	watch   sync.Once
+}
+
+// acquire returns the source cfg names, reusing the tunnel's own.
+func (h *workloadHold) acquire(cfg *configs.Tunnel) (*workloadSource, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s, ok := h.held[cfg.UseWorkloadAPIAddr]; ok {
+		return s, nil
+	}
+	s, err := acquireWorkloadSource(cfg.UseWorkloadAPIAddr, cfg.UseWorkloadAPITimeout.D())
+	if err != nil {
+		return nil, err
+	}
+	if h.held == nil {
+		h.held = make(map[string]*workloadSource)
+		h.updates = make(chan struct{}, 1)
+	}
+	h.held[cfg.UseWorkloadAPIAddr] = s
+	s.subscribe(h.updates)
+	return s, nil
+}
+
+// releaseAll gives every source back. Idempotent.
+func (h *workloadHold) releaseAll() {
+	h.mu.Lock()
+	held := h.held
+	h.held = nil
+	h.mu.Unlock()
+	for _, s := range held {
+		s.unsubscribe(h.updates)
+		s.release()
+	}
+}
+
+// watchWorkloadAPI starts, once, the loop that keeps cert_not_after in step
+// with the SVIDs the Workload API pushes. Called once metrics exist.
+func (t *Tunnel) watchWorkloadAPI(g *generation) {
+	if g.creds.spiffe == nil {
+		return
+	}
+	t.wl.mu.Lock()
+	updates := t.wl.updates
+	t.wl.mu.Unlock()
+	t.wl.watch.Do(func() {
+		go func() {
+			for {
+				select {
+				case <-updates:
+				case <-t.stopped:
+					return
+				}
+				g := t.gen.Load()
+				if g.creds.spiffe == nil {
+					continue
+				}
+				if c := g.creds.current(); c != nil && c.Leaf != nil {
+					t.m.certNotAfter.Set(float64(c.Leaf.NotAfter.Unix()))
+					t.log.Log("msg", "workload API: new X.509 SVID", "serial", c.Leaf.SerialNumber.String(),
+						"spiffe_id", spiffeID(c.Leaf), "not_after", c.Leaf.NotAfter.Format(time.RFC3339))
+				}
+			}
+		}()
+	})
+}
+
+// spiffeServerTLS is serverTLS for Workload API credentials: the current
+// SVID each handshake, clients verified as SVIDs against the current bundle
+// (resumed sessions too), then the allow rules.
+func spiffeServerTLS(t *configs.Tunnel, src *workloadSource, a *acl, ticketKeys [][32]byte) *tls.Config {
+	cfg := baseTLS(t)
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if c := src.certificate(); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("workload API: no X.509 SVID")
+	}
+	if len(ticketKeys) > 0 {
+		cfg.SetSessionTicketKeys(ticketKeys)
+	}
+	if t.DisableAuthentication {
+		cfg.ClientAuth = tls.NoClientCert
+		return cfg
+	}
+	// Verification is ours, against the SPIFFE bundle, in VerifyConnection.
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("client presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		if !a.pinned() {
+			if err := src.verifyPeer(cs.PeerCertificates); err != nil {
+				return fmt.Errorf("client %q: %w", peerName(leaf), err)
+			}
+		}
+		if err := a.check(leaf); err != nil {
+			return fmt.Errorf("client %q: %w", peerName(leaf), err)
+		}
+		return nil
+	}
+	return cfg
+}
+
+// spiffeClientTLS is clientTLS for Workload API credentials: the server's
+// chain is verified against the bundle of its trust domain instead of a
+// hostname, and verify-uri pins its SPIFFE ID.
+func spiffeClientTLS(t *configs.Tunnel, src *workloadSource, a *acl) *tls.Config {
+	cfg := baseTLS(t)
+	cfg.ServerName = serverName(t) // SNI only
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	if !t.DisableAuthentication {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := src.certificate(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("workload API: no X.509 SVID")
+		}
+	}
+	cfg.InsecureSkipVerify = true // replaced by the SVID verification below
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("server presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		if !a.pinned() {
+			if err := src.verifyPeer(cs.PeerCertificates); err != nil {
+				return fmt.Errorf("server %q: %w", peerName(leaf), err)
+			}
+		}
+		if err := a.check(leaf); err != nil {
+			return fmt.Errorf("server %q: %w", peerName(leaf), err)
+		}
+		return nil
+	}
+	return cfg
+}
+
+// spiffeID is the URI SAN of an SVID, for logs.
+func spiffeID(leaf *x509.Certificate) string {
+	if len(leaf.URIs) > 0 {
+		return leaf.URIs[0].String()
+	}
+	return ""
+}

@@ -1,0 +1,323 @@
+package tunnel
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
+)
+
+// fakeAgent is an in-process SPIFFE Workload API: a gRPC server on a unix
+// socket that streams X509SVIDResponses, checking the security header as a
+// real agent does.
+type fakeAgent struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	addr    string // unix:///PATH
+	fetches atomic.Int32
+
+	mu      sync.Mutex
+	current *workload.X509SVIDResponse
+	streams map[chan *workload.X509SVIDResponse]struct{}
+}
+
+func newFakeAgent(t *testing.T, first *workload.X509SVIDResponse) *fakeAgent {
+	t.Helper()
+	// A short directory: unix socket paths are limited to about 100 bytes.
+	dir, err := os.MkdirTemp("", "wlapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "agent.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &fakeAgent{addr: "unix://" + path, current: first,
+		streams: make(map[chan *workload.X509SVIDResponse]struct{})}
+	srv := grpc.NewServer()
+	workload.RegisterSpiffeWorkloadAPIServer(srv, a)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return a
+}
+
+func (a *fakeAgent) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+		return status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	a.fetches.Add(1)
+	ch := make(chan *workload.X509SVIDResponse, 8)
+	a.mu.Lock()
+	a.streams[ch] = struct{}{}
+	cur := a.current
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.streams, ch)
+		a.mu.Unlock()
+	}()
+	if err := stream.Send(cur); err != nil {
+		return err
+	}
+	for {
+		select {
+		case r := <-ch:
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// push sends r on every open stream and to later ones.
+func (a *fakeAgent) push(r *workload.X509SVIDResponse) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.current = r
+	for ch := range a.streams {
+		ch <- r
+	}
+}
+
+// svidPKI is a trust domain's CA and the responses that hand out its SVIDs.
+type svidPKI struct {
+	ca *testpki.CA
+}
+
+func newSVIDPKI(t *testing.T) *svidPKI {
+	return &svidPKI{ca: testpki.NewCA(t.TempDir(), "example.org")}
+}
+
+// issue makes an SVID for id and the response carrying it and the bundle.
+func (p *svidPKI) issue(t *testing.T, name, id string, notAfter time.Time) (*testpki.Leaf, *workload.X509SVIDResponse) {
+	t.Helper()
+	l := p.ca.Issue(name, testpki.Options{CN: name, URIs: []string{id}, NotAfter: notAfter})
+	key, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, &workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
+		SpiffeId: id, X509Svid: l.Cert.Raw, X509SvidKey: key, Bundle: p.ca.Cert.Raw,
+	}}}
+}
+
+func spiffeServer(addr, target string, allow ...string) configs.Tunnel {
+	c := configs.DefaultTunnelSettings()
+	c.Name, c.Mode = "spiffe-server", configs.ModeServer
+	c.Listen, c.Target = "127.0.0.1:0", target
+	c.UseWorkloadAPI, c.UseWorkloadAPIAddr = true, addr
+	c.UseWorkloadAPITimeout = configs.Duration(10 * time.Second)
+	c.AllowURI = allow
+	return c
+}
+
+func spiffeClient(addr, target string, verify ...string) configs.Tunnel {
+	c := configs.DefaultTunnelSettings()
+	c.Name, c.Mode = "spiffe-client", configs.ModeClient
+	c.Listen, c.Target = "127.0.0.1:0", target
+	c.UseWorkloadAPI, c.UseWorkloadAPIAddr = true, addr
+	c.UseWorkloadAPITimeout = configs.Duration(10 * time.Second)
+	c.VerifyURI = verify
+	return c
+}
+
+func dialPlain(t *testing.T, tun *Tunnel) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", tun.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func waitSPIFFE(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
+	p := newSVIDPKI(t)
+	srvLeaf, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
+	cliLeaf, cliResp := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
+	srvAgent := newFakeAgent(t, srvResp)
+	cliAgent := newFakeAgent(t, cliResp)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+
+	server := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/*"))
+	client := start(t, spiffeClient(cliAgent.addr, server.Addr().String(), "spiffe://example.org/server"))
+
+	if c := server.Certificate(); c == nil || c.Leaf.SerialNumber.Cmp(srvLeaf.Cert.SerialNumber) != 0 {
+		t.Fatalf("server Certificate() is not the SVID")
+	}
+	if got := testutil.ToFloat64(server.m.certNotAfter); got != float64(srvLeaf.Cert.NotAfter.Unix()) {
+		t.Errorf("cert_not_after = %v, want %v", got, srvLeaf.Cert.NotAfter.Unix())
+	}
+
+	c1 := dialPlain(t, client)
+	if got, err := roundTrip(c1, "hello"); err != nil || got != "hello" {
+		t.Fatalf("echo through the SPIFFE tunnels: %q, %v", got, err)
+	}
+
+	// A direct mTLS client with the client SVID sees the server SVID,
+	// verified against the bundle (no hostname involved).
+	serial := func() string {
+		t.Helper()
+		cfg := &tls.Config{RootCAs: p.ca.Pool(), InsecureSkipVerify: true,
+			Certificates: []tls.Certificate{cliLeaf.TLS()}}
+		c, err := dialTLS(server.Addr().String(), cfg)
+		if err != nil {
+			t.Fatalf("direct dial: %v", err)
+		}
+		defer c.Close()
+		if got, err := roundTrip(c, "x"); err != nil || got != "x" {
+			t.Fatalf("direct echo: %q, %v", got, err)
+		}
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	if got := serial(); got != srvLeaf.Cert.SerialNumber.String() {
+		t.Fatalf("server serial %s, want %s", got, srvLeaf.Cert.SerialNumber)
+	}
+
+	// Rotate the server SVID mid-connection.
+	newAfter := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+	newLeaf, newResp := p.issue(t, "server2", "spiffe://example.org/server", newAfter)
+	srvAgent.push(newResp)
+	waitSPIFFE(t, "the rotated SVID", func() bool {
+		c := server.Certificate()
+		return c != nil && c.Leaf.SerialNumber.Cmp(newLeaf.Cert.SerialNumber) == 0
+	})
+	waitSPIFFE(t, "cert_not_after of the rotated SVID", func() bool {
+		return testutil.ToFloat64(server.m.certNotAfter) == float64(newAfter.Unix())
+	})
+	if got, err := roundTrip(c1, "still there"); err != nil || got != "still there" {
+		t.Fatalf("open connection after rotation: %q, %v", got, err)
+	}
+	if got := serial(); got != newLeaf.Cert.SerialNumber.String() {
+		t.Fatalf("new connection: server serial %s, want the rotated %s", got, newLeaf.Cert.SerialNumber)
+	}
+	c2 := dialPlain(t, client)
+	if got, err := roundTrip(c2, "again"); err != nil || got != "again" {
+		t.Fatalf("new connection through the tunnels after rotation: %q, %v", got, err)
+	}
+}
+
+func TestSPIFFEWorkloadAPIWrongIDRefused(t *testing.T) {
+	p := newSVIDPKI(t)
+	_, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
+	_, cliResp := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
+	srvAgent := newFakeAgent(t, srvResp)
+	cliAgent := newFakeAgent(t, cliResp)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+
+	anyServer := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/*"))
+	right := start(t, spiffeClient(cliAgent.addr, anyServer.Addr().String(), "spiffe://example.org/server"))
+	if got, err := roundTrip(dialPlain(t, right), "ping"); err != nil || got != "ping" {
+		t.Fatalf("the right IDs: %q, %v", got, err)
+	}
+	// The client pins another server ID: refused by the client.
+	wrongServer := start(t, spiffeClient(cliAgent.addr, anyServer.Addr().String(), "spiffe://example.org/db"))
+	if got, err := roundTrip(dialPlain(t, wrongServer), "ping"); err == nil {
+		t.Fatalf("client accepted a server with the wrong SPIFFE ID (echo %q)", got)
+	}
+
+	server := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/web"))
+	// The server allows only /web: the /client SVID is refused.
+	client := start(t, spiffeClient(cliAgent.addr, server.Addr().String(), "spiffe://example.org/server"))
+	if got, err := roundTrip(dialPlain(t, client), "ping"); err == nil {
+		t.Fatalf("server accepted a client outside allow-uri (echo %q)", got)
+	}
+	// A certificate with the right ID from outside the bundle is refused.
+	other := testpki.NewCA(t.TempDir(), "other")
+	forged := other.Issue("forged", testpki.Options{URIs: []string{"spiffe://example.org/web"}})
+	cfg := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{forged.TLS()}}
+	if err := echoOK(server.Addr().String(), cfg); err == nil {
+		t.Fatal("server accepted a client certificate not signed by the bundle")
+	}
+}
+
+func TestSPIFFEWorkloadAPISharedSource(t *testing.T) {
+	p := newSVIDPKI(t)
+	_, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
+	cliLeaf, _ := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
+	agent := newFakeAgent(t, srvResp)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+
+	a, err := New(spiffeServer(agent.addr, backend.addr(), "spiffe://example.org/client"), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgB := spiffeServer(agent.addr, backend.addr(), "spiffe://example.org/client")
+	cfgB.Name = "spiffe-server-b"
+	b := start(t, cfgB)
+	if n := agent.fetches.Load(); n != 1 {
+		t.Fatalf("%d FetchX509SVID streams for two tunnels on one socket, want 1", n)
+	}
+	workloadSources.mu.Lock()
+	src := workloadSources.m[agent.addr]
+	refs := 0
+	if src != nil {
+		refs = src.refs
+	}
+	workloadSources.mu.Unlock()
+	if refs != 2 {
+		t.Fatalf("shared source refs = %d, want 2", refs)
+	}
+	a.Close()
+	a.Close() // idempotent
+	cfg := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cliLeaf.TLS()}}
+	if err := echoOK(b.Addr().String(), cfg); err != nil {
+		t.Fatalf("the other tunnel after the first closed: %v", err)
+	}
+	b.Close()
+	workloadSources.mu.Lock()
+	_, left := workloadSources.m[agent.addr]
+	workloadSources.mu.Unlock()
+	if left {
+		t.Fatal("source still registered after its last tunnel closed")
+	}
+}
+
+func TestSPIFFEWorkloadAPITimeout(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wlapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := spiffeServer("unix://"+filepath.Join(dir, "none.sock"), "127.0.0.1:1", "spiffe://example.org/*")
+	cfg.UseWorkloadAPITimeout = configs.Duration(300 * time.Millisecond)
+	if _, err := New(cfg, Deps{}); err == nil {
+		t.Fatal("New succeeded without a Workload API")
+	}
+	workloadSources.mu.Lock()
+	n := len(workloadSources.m)
+	workloadSources.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d sources left registered after a failed New", n)
+	}
+}
