@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/acme"
 )
 
 // pipe is one proxied connection: the accepted side (front) and the dialled
@@ -73,6 +74,11 @@ func (t *Tunnel) handle(c net.Conn) {
 		}
 		front.tls = tc
 		cs := tc.ConnectionState()
+		if cs.NegotiatedProtocol == acme.ALPNProto {
+			// An ACME validation, not a client: never forwarded.
+			fail("error on TLS handshake", errACMEChallenge, true)
+			return
+		}
 		state = &cs
 		if len(cs.PeerCertificates) > 0 {
 			chain = cs.PeerCertificates
