@@ -28,7 +28,7 @@ func (s *Server) routes() http.Handler {
 	if s.cfg.EnablePprof {
 		// Index also serves the named profiles (goroutine, heap, ...).
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/cmdline", serveCmdline) // secrets redacted
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -29,16 +29,26 @@ type Fingerprint struct {
 	Tunnels    map[string]map[string]string `json:"tunnels"`
 }
 
-// FingerprintOf computes the fingerprint of cfg.
-func FingerprintOf(cfg *configs.Config) Fingerprint {
-	fp := Fingerprint{Process: keyDigests(*cfg), Tunnels: make(map[string]map[string]string)}
+// FingerprintOf computes the fingerprint of cfg. Secret settings
+// (storepass, pkcs11-pin, proxy) are not digested: their digest would let
+// anyone who reaches the status port test guesses offline. They show as
+// secretSet or are left out, and are not compared by CompareFingerprints.
+func FingerprintOf(cfg *configs.Config) Fingerprint { return fingerprint(cfg, false) }
+
+// secretSet stands for a secret setting that has a value.
+const secretSet = "(secret)"
+
+// fingerprint is FingerprintOf; with secrets, secret values are compared
+// too (only ever in process, never served).
+func fingerprint(cfg *configs.Config, secrets bool) Fingerprint {
+	fp := Fingerprint{Process: keyDigests(*cfg, secrets), Tunnels: make(map[string]map[string]string)}
 	for _, t := range cfg.Tunnels {
-		fp.Tunnels[t.Name] = keyDigests(t)
+		fp.Tunnels[t.Name] = keyDigests(t, secrets)
 	}
 	return fp
 }
 
-func keyDigests(v any) map[string]string {
+func keyDigests(v any, secrets bool) map[string]string {
 	rv := reflect.ValueOf(v)
 	out := make(map[string]string)
 	for i := 0; i < rv.NumField(); i++ {
@@ -48,6 +58,13 @@ func keyDigests(v any) map[string]string {
 		}
 		f := rv.Field(i).Interface()
 		if s, ok := f.(configs.Secret); ok {
+			switch {
+			case s == "":
+				continue
+			case !secrets:
+				out[tag] = secretSet
+				continue
+			}
 			f = s.Reveal()
 		}
 		sum := sha256.Sum256(fmt.Appendf(nil, "%#v", f))
@@ -67,7 +84,12 @@ func CompareFingerprints(have, want Fingerprint) (changes []Change, restart []st
 		}
 		var diff []string
 		for k, v := range keys {
-			if old[k] != v {
+			if old[k] != v && old[k] != secretSet && v != secretSet {
+				diff = append(diff, k)
+			}
+		}
+		for k := range old {
+			if _, ok := keys[k]; !ok && old[k] != secretSet {
 				diff = append(diff, k)
 			}
 		}

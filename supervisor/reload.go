@@ -144,7 +144,7 @@ type Change struct {
 // Diff compares the running fleet with cfg, by tunnel name, and lists
 // process-wide keys that would need a restart.
 func Diff(old, cfg *configs.Config) (changes []Change, restart []string) {
-	return CompareFingerprints(FingerprintOf(old), FingerprintOf(cfg))
+	return CompareFingerprints(fingerprint(old, true), fingerprint(cfg, true))
 }
 
 // reloadFile re-reads the fleet file and applies it. The new file is parsed,

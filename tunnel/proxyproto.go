@@ -52,7 +52,7 @@ func proxyHeader(src, dst net.Addr, mode string, cs *tls.ConnectionState) ([]byt
 		addr = append(addr, d.IP.To4()...)
 		addr = binary.BigEndian.AppendUint16(addr, uint16(s.Port))
 		addr = binary.BigEndian.AppendUint16(addr, uint16(d.Port))
-	case sok && dok:
+	case sok && dok && s.IP.To16() != nil && d.IP.To16() != nil:
 		b.WriteByte(0x21) // TCP over IPv6
 		addr = append(addr, s.IP.To16()...)
 		addr = append(addr, d.IP.To16()...)

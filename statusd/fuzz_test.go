@@ -1,0 +1,188 @@
+package statusd
+
+// Fuzz targets: certificate selection by SNI, directly and through a
+// running HTTPS status server receiving ClientHellos with odd server names.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+)
+
+var oddSNIs = []string{"alpha", "ALPHA", "alpha.", "beta", "x.beta.example.com", "X.BETA.EXAMPLE.COM.",
+	"beta.example.com", "*.beta.example.com", "*", ".", "..", "", "gamma.example.org", "localhost",
+	"\x00", "alpha\x00", "\xff\xfe", "bücher.example", "xn--bcher-kva.example", "127.0.0.1", "[::1]",
+	"a b", "%2e%2e", "../alpha", strings.Repeat("a.", 100), strings.Repeat("\xc3", 300)}
+
+// FuzzGetCertificate: whatever the SNI, the status server presents some
+// tunnel's certificate and never fails or panics.
+func FuzzGetCertificate(f *testing.F) {
+	fl := newFleet(f)
+	x := newCertIndex(fl.source, "")
+	for _, s := range oddSNIs {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sni string) {
+		c, err := x.getCertificate(&tls.ClientHelloInfo{ServerName: sni})
+		if err != nil || c == nil {
+			t.Fatalf("SNI %q: %v, %v", sni, c, err)
+		}
+		// The name of a tunnel, in any case, selects that tunnel.
+		if name := normalizeHost(sni); fl.leaves[name] != nil && !bytes.Equal(c.Certificate[0], fl.leaves[name].Cert.Raw) {
+			t.Fatalf("SNI %q did not select tunnel %q", sni, name)
+		}
+	})
+}
+
+// rawClientHello is a TLS 1.2 ClientHello with server_name set to sni byte
+// for byte, split into records of at most 16 KiB. (The tunnel package has
+// the same helper; test files cannot share it.)
+func rawClientHello(sni []byte) []byte {
+	u16 := func(b []byte, v int) []byte { return binary.BigEndian.AppendUint16(b, uint16(v)) }
+	ext := func(b []byte, typ int, data []byte) []byte {
+		b = u16(b, typ)
+		b = u16(b, len(data))
+		return append(b, data...)
+	}
+	if len(sni) > 60000 {
+		sni = sni[:60000]
+	}
+	body := []byte{0x03, 0x03}
+	body = append(body, make([]byte, 32)...)
+	body = append(body, 0)
+	suites := []uint16{0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8}
+	body = u16(body, 2*len(suites))
+	for _, s := range suites {
+		body = u16(body, int(s))
+	}
+	body = append(body, 1, 0)
+	name := u16([]byte{0}, len(sni))
+	name = append(name, sni...)
+	exts := ext(nil, 0, append(u16(nil, len(name)), name...))
+	exts = ext(exts, 10, []byte{0, 4, 0, 29, 0, 23})
+	exts = ext(exts, 11, []byte{1, 0})
+	exts = ext(exts, 13, []byte{0, 6, 4, 3, 8, 4, 4, 1})
+	body = append(u16(body, len(exts)), exts...)
+	hs := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	var out []byte
+	for len(hs) > 0 {
+		n := min(len(hs), 16384)
+		out = append(out, 22, 3, 1, byte(n>>8), byte(n))
+		out = append(out, hs[:n]...)
+		hs = hs[n:]
+	}
+	return out
+}
+
+// FuzzStatusSNI sends ClientHellos with fuzzed server names to one running
+// HTTPS status server; it must not panic and must still answer a good
+// client's GET /_status afterwards.
+func FuzzStatusSNI(f *testing.F) {
+	fl := newFleet(f)
+	s := serve(f, Config{Addr: "127.0.0.1:0", Source: fl.source, Gatherer: fl.registry, Logger: log.NewNopLogger()})
+	addr := s.Addr().String()
+	for _, sni := range oddSNIs {
+		f.Add([]byte(sni))
+	}
+	// Tens of kilobytes stall Go's fuzzing engine; TestLongStatusSNI sends
+	// those.
+	f.Add(bytes.Repeat([]byte("label."), 60))
+
+	f.Fuzz(func(t *testing.T, sni []byte) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write(rawClientHello(sni)); err == nil {
+			c.Read(make([]byte, 4096))
+		}
+		c.Close()
+
+		d := &tls.Dialer{Config: &tls.Config{ServerName: "localhost", RootCAs: fl.ca.Pool()}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gc, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatalf("good client refused after SNI %q: %v", sni, err)
+		}
+		defer gc.Close()
+		gc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := gc.Write([]byte("GET /_status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 12)
+		if n, err := gc.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 ") {
+			t.Fatalf("GET /_status after SNI %q: %q, %v", sni, buf[:n], err)
+		}
+	})
+}
+
+// TestLongStatusSNI sends server names of 18 KB and 60000 bytes to the
+// status server, then checks a good client.
+func TestLongStatusSNI(t *testing.T) {
+	fl := newFleet(t)
+	s := serve(t, Config{Addr: "127.0.0.1:0", Source: fl.source, Gatherer: fl.registry, Logger: log.NewNopLogger()})
+	for _, sni := range [][]byte{bytes.Repeat([]byte("label."), 3000), bytes.Repeat([]byte{0xff}, 60000)} {
+		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(rawClientHello(sni))
+		c.Read(make([]byte, 4096))
+		c.Close()
+		if got := presented(t, s.Addr().String(), "alpha", fl.ca.Pool()); got.Subject.CommonName != "alpha" {
+			t.Fatalf("after a %d-byte SNI, SNI alpha got %q", len(sni), got.Subject.CommonName)
+		}
+	}
+}
+
+// TestRawClientHelloStatus checks the hand-made hello reaches certificate
+// selection: the status server answers with a ServerHello.
+func TestRawClientHelloStatus(t *testing.T) {
+	fl := newFleet(t)
+	s := serve(t, Config{Addr: "127.0.0.1:0", Source: fl.source, Gatherer: fl.registry, Logger: log.NewNopLogger()})
+	c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(rawClientHello([]byte("beta.example.com")))
+	got := make([]byte, 6)
+	if n, _ := c.Read(got); n < 6 || got[0] != 22 || got[5] != 2 {
+		t.Fatalf("answer % x, want a ServerHello", got[:n])
+	}
+}
+
+// FuzzRedactArgs: a secret flag's value never survives in the pprof command
+// line, whichever secret flag and form it is, and nothing else is changed.
+func FuzzRedactArgs(f *testing.F) {
+	f.Add("SECRET-xyz", uint8(0))
+	f.Add("p=ss word", uint8(1))
+	f.Add("--storepass", uint8(2))
+	f.Add("", uint8(3))
+	f.Add("\x00\xff", uint8(4))
+	f.Fuzz(func(t *testing.T, secret string, form uint8) {
+		flag := []string{"--storepass", "-storepass", "--pkcs11-pin", "-pkcs11-pin", "--proxy", "--connect-proxy"}[int(form&^4)%6]
+		args := []string{"ghostunnel", "server", "--listen", "127.0.0.1:1", flag, secret, "--allow-all"}
+		want := append([]string(nil), args...)
+		want[5] = "<redacted>"
+		if form&4 != 0 {
+			args = []string{"ghostunnel", "server", flag + "=" + secret, "--allow-all"}
+			want = []string{"ghostunnel", "server", flag + "=<redacted>", "--allow-all"}
+		}
+		if out := redactArgs(args); !slices.Equal(out, want) {
+			t.Fatalf("redactArgs(%q) = %q, want %q", args, out, want)
+		}
+	})
+}
