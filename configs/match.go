@@ -137,8 +137,9 @@ func ParseSPKIPin(s string) (SPKIPin, error) {
 	if !ok {
 		return SPKIPin{}, fmt.Errorf("invalid SPKI pin %q: unknown hash %q (want sha256, sha384 or sha512)", s, alg)
 	}
+	// The decoder skips \r and \n even in strict mode; a pin has none.
 	sum, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil {
+	if err != nil || strings.ContainsAny(b64, "\r\n") {
 		return SPKIPin{}, fmt.Errorf("invalid SPKI pin %q: bad base64", s)
 	}
 	if len(sum) != h.Size() {
