@@ -99,7 +99,7 @@ func TestFleetReload(t *testing.T) {
 	path := f.write("fleet.yaml", v1)
 	s := running(t, path)
 
-	perTunnel := 4
+	perTunnel := 10 // 50 streams across the tunnels
 	if testing.Short() {
 		perTunnel = 2
 	}

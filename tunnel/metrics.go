@@ -98,3 +98,8 @@ func (m *Metrics) Unregister() {
 
 // ReloadFailures counts failed reloads (for tests and fleet summaries).
 func (m *Metrics) ReloadFailures() prometheus.Counter { return m.reloadFailures }
+
+// ConnOpen, BytesIn and BytesOut expose series for tests and summaries.
+func (m *Metrics) ConnOpen() prometheus.Gauge   { return m.connOpen }
+func (m *Metrics) BytesIn() prometheus.Counter  { return m.bytesIn }
+func (m *Metrics) BytesOut() prometheus.Counter { return m.bytesOut }

@@ -435,3 +435,34 @@ func TestQuietAll(t *testing.T) {
 		t.Fatalf("--quiet=all printed:\n%s", out)
 	}
 }
+
+// TestShutdownEndpoint: POST /_shutdown drains and exits 0; other methods
+// get 405.
+func TestShutdownEndpoint(t *testing.T) {
+	p := newE2EPKI(t)
+	backend := echoServer(t)
+	addr, status := freeAddr(t), freeAddr(t)
+	srv := startProc(t, nil, "server", "--listen", addr, "--target", backend,
+		"--keystore", p.server.Combined, "--cacert", p.ca.CAFile, "--allow-all",
+		"--status", "http://"+status, "--enable-shutdown")
+	waitListening(t, status)
+	resp, err := http.Get("http://" + status + "/_shutdown")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /_shutdown: %d, want 405", resp.StatusCode)
+	}
+	resp, err = http.Post("http://"+status+"/_shutdown", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /_shutdown: %d", resp.StatusCode)
+	}
+	if code := srv.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after /_shutdown, want 0", code)
+	}
+}
