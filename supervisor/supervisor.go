@@ -46,8 +46,10 @@ type Options struct {
 	// Registry receives every metric; a new one with Go and process
 	// collectors when nil.
 	Registry *prometheus.Registry
-	// Signals makes Run handle SIGTERM/SIGINT (drain) and SIGHUP/SIGUSR1
-	// (reload). Tests leave it off and cancel Run's context instead.
+	// Signals makes the supervisor handle SIGTERM/SIGINT (drain) and
+	// SIGHUP/SIGUSR1 (reload). New subscribes before binding anything, so a
+	// signal that arrives between bind and Run is queued for Run rather
+	// than killing the process. Tests leave it off and cancel Run's context.
 	Signals bool
 }
 
@@ -79,6 +81,7 @@ type Supervisor struct {
 	shutdownCh  chan struct{}
 	shutdown    sync.Once
 	reloadMu    sync.Mutex // one reload at a time
+	sigs        chan os.Signal
 	notify      *notifier  // nil unless run by systemd with Type=notify
 }
 
@@ -119,10 +122,15 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 			HandshakeErrs: cfg.IsQuiet("handshake-errs"),
 		},
 	}
+	s.sigs = make(chan os.Signal, 8)
+	if opts.Signals {
+		signal.Notify(s.sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	}
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
 	s.notify = newNotifier()
 	var err error
 	if s.fm, err = newFleetMetrics(reg, cfg.MetricsPrefix); err != nil {
+		signal.Stop(s.sigs)
 		return nil, err
 	}
 	if cfg.Path != "" {
@@ -220,6 +228,7 @@ func minConnectTimeout(cfg *configs.Config) time.Duration {
 }
 
 func (s *Supervisor) closeAll() {
+	signal.Stop(s.sigs)
 	for _, t := range s.tunnels {
 		t.Close()
 	}
@@ -363,13 +372,10 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 
 	// Signals and reloads. Tunnels added by reloads live here.
 	{
-		sigs := make(chan os.Signal, 8)
-		if opts.Signals {
-			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
-			// Stay subscribed until Run returns, so a SIGHUP during the
-			// drain is ignored rather than killing the process.
-			defer signal.Stop(sigs)
-		}
+		// Stay subscribed until Run returns, so a SIGHUP during the drain
+		// is ignored rather than killing the process.
+		sigs := s.sigs
+		defer signal.Stop(sigs)
 		cancel := make(chan struct{})
 		wd, watchdog := s.notify.ticker()
 		g.Add(func() error {
