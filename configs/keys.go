@@ -69,12 +69,14 @@ func ConfigKeys() []string { return keysOf(configFields) }
 var (
 	serverOnlyKeys = []string{
 		"allow-all", "allow-cn", "allow-ou", "allow-dns", "allow-uri", "allow-ip", "allow-spki-pin",
+		"allow-policy", "allow-query",
 		"unsafe-target", "proxy-protocol", "proxy-protocol-mode",
 		"auto-acme-cert", "auto-acme-email", "auto-acme-agree-to-tos", "auto-acme-ca", "auto-acme-testca", "auto-acme-cache",
 	}
 	clientOnlyKeys = []string{
 		"unsafe-listen", "override-server-name", "proxy",
 		"verify-cn", "verify-ou", "verify-dns", "verify-uri", "verify-ip", "verify-spki-pin",
+		"verify-policy", "verify-query",
 	}
 )
 

@@ -273,13 +273,16 @@ tunnels:
     listen: unix:sock/a.sock
     target: unix:/abs/a.sock
     keystore: ../pki/a.pem
-    allow-all: true
+    allow-policy: policy/a.tar.gz
+    allow-query: data.a.allow
   - name: b
     mode: client
     listen: unix:b.sock
     target: b.example:443
     cert: /etc/b.crt
     key: b.key
+    verify-policy: /srv/policy
+    verify-query: data.b.allow
 `
 	c, err := Parse([]byte(doc), "/etc/ghostunnel/fleet.yaml", anyEnv)
 	if err != nil {
@@ -296,6 +299,9 @@ tunnels:
 		{b.Target, "b.example:443"},
 		{b.Cert, "/etc/b.crt"},
 		{b.Key, "/etc/ghostunnel/b.key"},
+		{a.AllowPolicy, "/etc/ghostunnel/policy/a.tar.gz"},
+		{a.AllowQuery, "data.a.allow"},
+		{b.VerifyPolicy, "/srv/policy"},
 	} {
 		if g.got != g.want {
 			t.Errorf("got %q, want %q", g.got, g.want)

@@ -128,7 +128,12 @@ type Tunnel struct {
 	AllowURI     []string `yaml:"allow-uri,omitempty"` // * one segment, ** many
 	AllowIP      []string `yaml:"allow-ip,omitempty"`
 	AllowSPKIPin []string `yaml:"allow-spki-pin,omitempty"` // sha256:BASE64 (also sha384, sha512)
-	UnsafeTarget bool     `yaml:"unsafe-target,omitempty"`
+	// AllowPolicy is an OPA bundle (directory or .tar.gz; a lone .rego file
+	// is read as Rego v0, as upstream does) and AllowQuery the Rego query
+	// that must be true for the client; set together, alone.
+	AllowPolicy  string `yaml:"allow-policy,omitempty"`
+	AllowQuery   string `yaml:"allow-query,omitempty"`
+	UnsafeTarget bool   `yaml:"unsafe-target,omitempty"`
 	// ProxyProtocol sends a PROXY v2 header to the target.
 	ProxyProtocol     bool   `yaml:"proxy-protocol,omitempty"`
 	ProxyProtocolMode string `yaml:"proxy-protocol-mode,omitempty"` // conn (default), tls, tls-full
@@ -146,6 +151,10 @@ type Tunnel struct {
 	VerifyURI     []string `yaml:"verify-uri,omitempty"`
 	VerifyIP      []string `yaml:"verify-ip,omitempty"`
 	VerifySPKIPin []string `yaml:"verify-spki-pin,omitempty"`
+	// VerifyPolicy and VerifyQuery: an OPA bundle and query evaluated
+	// against the server certificate, OR'd with the verify-* name lists.
+	VerifyPolicy string `yaml:"verify-policy,omitempty"`
+	VerifyQuery  string `yaml:"verify-query,omitempty"`
 
 	// DisableAuthentication: a server asks no client certificate; a client
 	// sends none.
@@ -198,6 +207,8 @@ type Config struct {
 	DefaultTunnel   string   `yaml:"default-tunnel,omitempty"`
 	Quiet           []string `yaml:"quiet,omitempty"`
 	Syslog          bool     `yaml:"syslog,omitempty"`
+	// DisableLandlock turns off the best-effort Landlock sandbox (Linux).
+	DisableLandlock bool `yaml:"disable-landlock,omitempty"`
 
 	Tunnels []Tunnel `yaml:"tunnels"`
 }

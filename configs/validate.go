@@ -411,10 +411,30 @@ func (v *validator) serverAccess(i int, t *Tunnel) {
 			set = append(set, key)
 		}
 	}
-	if len(set) == 0 {
-		v.missing(i, accessKeys, "at least one access control setting ({allow-all}, {allow-cn}, {allow-ou}, {allow-dns}, {allow-uri}, {allow-ip}, {allow-spki-pin} or {disable-authentication}) is required")
+	hasPolicy := v.policy(i, t.AllowPolicy, t.AllowQuery, "allow-policy", "allow-query")
+	if len(set) == 0 && !hasPolicy {
+		v.missing(i, append(slices.Clone(accessKeys), "allow-policy"), "at least one access control setting ({allow-all}, {allow-cn}, {allow-ou}, {allow-dns}, {allow-uri}, {allow-ip}, {allow-spki-pin}, {allow-policy} or {disable-authentication}) is required")
+	}
+	// As upstream: a server's policy replaces every other access rule.
+	for _, key := range set {
+		if hasPolicy {
+			v.at(i, "allow-policy", "{allow-policy} and {allow-query} are mutually exclusive with other access control settings ({%s})", key)
+		}
 	}
 	v.exclusive(i, set, exclusiveKeys)
+}
+
+// policy checks an OPA policy setting pair, which upstream requires set
+// together, and reports whether either is set.
+func (v *validator) policy(i int, bundle, query, bundleKey, queryKey string) bool {
+	if (bundle == "") != (query == "") {
+		key := queryKey
+		if bundle != "" {
+			key = bundleKey
+		}
+		v.at(i, key, "{%s} and {%s} have to be used together", bundleKey, queryKey)
+	}
+	return bundle != "" || query != ""
 }
 
 // clientVerify checks that a client tunnel's checks of the server agree.
@@ -424,6 +444,10 @@ func (v *validator) clientVerify(i int, t *Tunnel) {
 		if isSet(t, key) {
 			set = append(set, key)
 		}
+	}
+	// A client's policy ORs with the verify-* lists, as upstream's does.
+	if v.policy(i, t.VerifyPolicy, t.VerifyQuery, "verify-policy", "verify-query") {
+		set = append(set, "verify-policy")
 	}
 	v.exclusive(i, set, []string{"verify-spki-pin"})
 }

@@ -186,7 +186,7 @@ func TestValidateTunnel(t *testing.T) {
 		}, want{"disable-authentication", "disable-authentication is mutually exclusive with pkcs11-module"}},
 
 		// Server access control.
-		{"no access control", func() Tunnel { t := server(); t.AllowCN = nil; return t }, want{"", "at least one access control setting (allow-all, allow-cn, allow-ou, allow-dns, allow-uri, allow-ip, allow-spki-pin or disable-authentication) is required"}},
+		{"no access control", func() Tunnel { t := server(); t.AllowCN = nil; return t }, want{"", "at least one access control setting (allow-all, allow-cn, allow-ou, allow-dns, allow-uri, allow-ip, allow-spki-pin, allow-policy or disable-authentication) is required"}},
 		{"empty list is no access control", func() Tunnel { t := server(); t.AllowCN = []string{}; return t }, want{"", "at least one access control setting"}},
 		{"allow-all", func() Tunnel { t := server(); t.AllowCN, t.AllowAll = nil, true; return t }, want{}},
 		{"allow-all and allow-cn", func() Tunnel { t := server(); t.AllowAll = true; return t }, want{"allow-all", "allow-all is mutually exclusive with allow-cn"}},
@@ -196,6 +196,31 @@ func TestValidateTunnel(t *testing.T) {
 			return t
 		}, want{}},
 		{"allow-spki-pin", func() Tunnel { t := server(); t.AllowCN, t.AllowSPKIPin = nil, []string{pin256}; return t }, want{}},
+		{"allow-policy", func() Tunnel {
+			t := server()
+			t.AllowCN, t.AllowPolicy, t.AllowQuery = nil, "b", "data.x.allow"
+			return t
+		}, want{}},
+		{"allow-policy without allow-query", func() Tunnel { t := server(); t.AllowCN, t.AllowPolicy = nil, "b"; return t },
+			want{"allow-policy", "allow-policy and allow-query have to be used together"}},
+		{"allow-query without allow-policy", func() Tunnel { t := server(); t.AllowCN, t.AllowQuery = nil, "data.x"; return t },
+			want{"allow-query", "allow-policy and allow-query have to be used together"}},
+		{"allow-policy and allow-cn", func() Tunnel { t := server(); t.AllowPolicy, t.AllowQuery = "b", "data.x.allow"; return t },
+			want{"allow-policy", "allow-policy and allow-query are mutually exclusive with other access control settings (allow-cn)"}},
+		{"allow-policy in a client", func() Tunnel { t := client(); t.AllowPolicy, t.AllowQuery = "b", "q"; return t },
+			want{"allow-policy", "allow-policy is only for server tunnels"}},
+		{"verify-policy ORs with verify-cn", func() Tunnel {
+			t := client()
+			t.VerifyCN, t.VerifyPolicy, t.VerifyQuery = []string{"s"}, "b", "q"
+			return t
+		}, want{}},
+		{"verify-policy without verify-query", func() Tunnel { t := client(); t.VerifyPolicy = "b"; return t },
+			want{"verify-policy", "verify-policy and verify-query have to be used together"}},
+		{"verify-policy and verify-spki-pin", func() Tunnel {
+			t := client()
+			t.VerifyPolicy, t.VerifyQuery, t.VerifySPKIPin = "b", "q", []string{pin256}
+			return t
+		}, want{"verify-spki-pin", "verify-spki-pin is mutually exclusive with verify-policy"}},
 		{"allow-spki-pin and allow-dns", func() Tunnel {
 			t := server()
 			t.AllowCN, t.AllowDNS, t.AllowSPKIPin = nil, []string{"a"}, []string{pin256}

@@ -250,7 +250,7 @@ func (s *Supervisor) reloadFile(path string) error {
 	applied := *cfg
 	applied.Status, applied.EnablePprof, applied.EnableShutdown = old.Status, old.EnablePprof, old.EnableShutdown
 	applied.EnableReload, applied.MetricsPrefix, applied.DefaultTunnel = old.EnableReload, old.MetricsPrefix, old.DefaultTunnel
-	applied.Quiet, applied.Syslog = old.Quiet, old.Syslog
+	applied.Quiet, applied.Syslog, applied.DisableLandlock = old.Quiet, old.Syslog, old.DisableLandlock
 	applied.MetricsGraphite, applied.MetricsURL, applied.MetricsInterval = old.MetricsGraphite, old.MetricsURL, old.MetricsInterval
 	s.cfg = &applied
 	next := make([]*tunnel.Tunnel, 0, len(cfg.Tunnels))

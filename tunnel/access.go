@@ -20,6 +20,9 @@ type acl struct {
 	uris []configs.URIPattern
 	ips  []net.IP
 	pins []configs.SPKIPin
+	// policy is the OPA policy (policy.go), nil without one. A server's
+	// stands alone; a client's ORs with the name rules.
+	policy *policy
 }
 
 // errDenied is the error a peer outside the access rules gets.
@@ -52,7 +55,14 @@ func compileACL(all bool, cns, ous, dnss, uris, ips, pins []string) (*acl, error
 }
 
 func serverACL(t *configs.Tunnel) (*acl, error) {
-	return compileACL(t.AllowAll, t.AllowCN, t.AllowOU, t.AllowDNS, t.AllowURI, t.AllowIP, t.AllowSPKIPin)
+	a, err := compileACL(t.AllowAll, t.AllowCN, t.AllowOU, t.AllowDNS, t.AllowURI, t.AllowIP, t.AllowSPKIPin)
+	if err != nil {
+		return nil, err
+	}
+	if a.policy, err = loadPolicy(t.AllowPolicy, t.AllowQuery, t.ConnectTimeout.D()); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 func clientACL(t *configs.Tunnel) (*acl, error) {
@@ -62,7 +72,10 @@ func clientACL(t *configs.Tunnel) (*acl, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.all = !a.hasNameRules() && len(a.pins) == 0
+	if a.policy, err = loadPolicy(t.VerifyPolicy, t.VerifyQuery, t.ConnectTimeout.D()); err != nil {
+		return nil, err
+	}
+	a.all = !a.hasNameRules() && len(a.pins) == 0 && a.policy == nil
 	return a, nil
 }
 
@@ -73,7 +86,8 @@ func (a *acl) hasNameRules() bool {
 // pinned reports whether SPKI pins replace chain verification.
 func (a *acl) pinned() bool { return len(a.pins) > 0 }
 
-// check decides whether the peer leaf is admitted. Field rules OR together.
+// check decides whether the peer leaf is admitted. Field rules OR together,
+// then the OPA policy, if any, decides.
 func (a *acl) check(leaf *x509.Certificate) error {
 	if leaf == nil {
 		return errors.New("peer presented no certificate")
@@ -116,6 +130,9 @@ func (a *acl) check(leaf *x509.Certificate) error {
 				return nil
 			}
 		}
+	}
+	if a.policy != nil {
+		return a.policy.allows(leaf)
 	}
 	return errDenied
 }

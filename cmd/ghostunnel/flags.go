@@ -59,9 +59,8 @@ type invocation struct {
 	// only when true). main should refuse to start when it is not empty.
 	Unsupported map[string]string
 
-	// Process-wide settings configs.Config does not model (yet).
-	DisableLandlock bool // --disable-landlock
-	UseLandlock     bool // --use-landlock (deprecated upstream, accepted)
+	// Process-wide settings configs.Config does not model.
+	UseLandlock bool // --use-landlock (deprecated upstream, accepted, ignored)
 }
 
 // tunnel returns the invocation's single tunnel, or nil when there is none.
@@ -198,9 +197,9 @@ var flagTable = []flagSpec{
 		ptr:   func(d *dest) any { return &d.cfg.MetricsURL }},
 	{name: "disable-landlock", kind: kindBool, scope: scopeProcess,
 		help: "Disable the best-effort landlock sandbox (Linux).",
-		ptr:  func(d *dest) any { return &d.inv.DisableLandlock }},
+		ptr:  func(d *dest) any { return &d.cfg.DisableLandlock }},
 	{name: "use-landlock", kind: kindBool, scope: scopeProcess, deprecated: true,
-		help: "Use landlock (deprecated: landlock is on by default).",
+		help: "Use landlock (deprecated and ignored: landlock is on by default).",
 		ptr:  func(d *dest) any { return &d.inv.UseLandlock }},
 	{name: "cipher-suites", kind: kindString, scope: scopeProcess, unsupported: true, deprecated: true,
 		placeholder: "LIST", def: "AES,CHACHA",
@@ -307,10 +306,12 @@ var flagTable = []flagSpec{
 	{name: "allow-spki-pin", kind: kindStrings, scope: scopeServer, placeholder: "PIN",
 		help: "Allow clients whose key matches ALGO:BASE64 (e.g. sha256:...), pin alone (repeatable).",
 		ptr:  func(d *dest) any { return &d.tun.AllowSPKIPin }},
-	{name: "allow-policy", kind: kindString, scope: scopeServer, placeholder: "BUNDLE", unsupported: true,
-		help: "OPA bundle to authorize clients with."},
-	{name: "allow-query", kind: kindString, scope: scopeServer, placeholder: "QUERY", unsupported: true,
-		help: "Rego query evaluated against the client certificate."},
+	{name: "allow-policy", kind: kindString, scope: scopeServer, placeholder: "BUNDLE",
+		help: "OPA bundle (directory or .tar.gz) to authorize clients with; needs --allow-query, alone.",
+		ptr:  func(d *dest) any { return &d.tun.AllowPolicy }},
+	{name: "allow-query", kind: kindString, scope: scopeServer, placeholder: "QUERY",
+		help: "Rego query that must be true for the client certificate (input.certificate).",
+		ptr:  func(d *dest) any { return &d.tun.AllowQuery }},
 	{name: "disable-authentication", kind: kindBool, scope: scopeServer,
 		help: "Do not ask clients for a certificate.",
 		ptr:  func(d *dest) any { return &d.tun.DisableAuthentication }},
@@ -368,10 +369,12 @@ var flagTable = []flagSpec{
 	{name: "verify-spki-pin", kind: kindStrings, scope: scopeClient, placeholder: "PIN",
 		help: "Accept servers whose key matches ALGO:BASE64, pin alone (repeatable).",
 		ptr:  func(d *dest) any { return &d.tun.VerifySPKIPin }},
-	{name: "verify-policy", kind: kindString, scope: scopeClient, placeholder: "BUNDLE", unsupported: true,
-		help: "OPA bundle to authorize servers with."},
-	{name: "verify-query", kind: kindString, scope: scopeClient, placeholder: "QUERY", unsupported: true,
-		help: "Rego query evaluated against the server certificate."},
+	{name: "verify-policy", kind: kindString, scope: scopeClient, placeholder: "BUNDLE",
+		help: "OPA bundle (directory or .tar.gz) to authorize servers with; needs --verify-query.",
+		ptr:  func(d *dest) any { return &d.tun.VerifyPolicy }},
+	{name: "verify-query", kind: kindString, scope: scopeClient, placeholder: "QUERY",
+		help: "Rego query that must be true for the server certificate (input.certificate).",
+		ptr:  func(d *dest) any { return &d.tun.VerifyQuery }},
 	{name: "disable-authentication", kind: kindBool, scope: scopeClient,
 		help: "Send no client certificate to the server.",
 		ptr:  func(d *dest) any { return &d.tun.DisableAuthentication }},
@@ -831,10 +834,8 @@ func fromFlagsYAML(inv *invocation) string {
 			if v, ok := inv.Unsupported[s.name]; ok {
 				head = append(head, fmt.Sprintf("# not supported by ghostunnel fleet: --%s=%s", s.name, v))
 			}
-		case s.name == "disable-landlock":
-			head = append(head, "# no fleet-file key yet: --disable-landlock="+strconv.FormatBool(inv.DisableLandlock))
 		case s.name == "use-landlock":
-			head = append(head, "# no fleet-file key yet: --use-landlock="+strconv.FormatBool(inv.UseLandlock))
+			head = append(head, "# ignored (landlock is on by default): --use-landlock="+strconv.FormatBool(inv.UseLandlock))
 		}
 	}
 

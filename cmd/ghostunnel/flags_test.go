@@ -23,13 +23,12 @@ func envOf(m map[string]string) func(string) (string, bool) {
 
 // extras are the invocation fields outside Config.
 type extras struct {
-	Unsupported     map[string]string
-	DisableLandlock bool
-	UseLandlock     bool
+	Unsupported map[string]string
+	UseLandlock bool
 }
 
 func extrasOf(inv *invocation) extras {
-	return extras{inv.Unsupported, inv.DisableLandlock, inv.UseLandlock}
+	return extras{inv.Unsupported, inv.UseLandlock}
 }
 
 const lt = " --listen l:1 --target t:2"
@@ -135,14 +134,15 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 			edit: func(c *configs.Config, tn *configs.Tunnel) {
 				c.MetricsInterval, c.MetricsGraphite, c.MetricsURL = configs.Duration(10*time.Second), "graphite:2003", "https://m/x"
 			}},
-		{name: "invocation-only settings", args: strings.Fields("server --disable-landlock --use-landlock" + lt), mode: "server",
-			extra: func(e *extras) { e.DisableLandlock, e.UseLandlock = true, true }},
+		{name: "landlock settings", args: strings.Fields("server --disable-landlock --use-landlock" + lt), mode: "server",
+			edit:  func(c *configs.Config, tn *configs.Tunnel) { c.DisableLandlock = true },
+			extra: func(e *extras) { e.UseLandlock = true }},
 
-		// Accepted but unsupported.
-		{name: "unsupported server",
+		// OPA policies.
+		{name: "opa server",
 			args: strings.Fields("server --allow-policy b.tar.gz --allow-query data.allow" + lt), mode: "server",
-			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"allow-policy": "b.tar.gz", "allow-query": "data.allow"}
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.AllowPolicy, tn.AllowQuery = "b.tar.gz", "data.allow"
 			}},
 		{name: "acme server",
 			args: strings.Fields("server --auto-acme-cert a.example --auto-acme-email e@x --auto-acme-agree-to-tos --auto-acme-ca https://ca --auto-acme-testca https://test --auto-acme-cache /var/cache/acme" + lt), mode: "server",
@@ -150,11 +150,12 @@ func TestParseArgsSingleTunnel(t *testing.T) {
 				tn.AutoACMECert, tn.AutoACMEEmail, tn.AutoACMEAgreeToTOS = "a.example", "e@x", true
 				tn.AutoACMECA, tn.AutoACMETestCA, tn.AutoACMECache = "https://ca", "https://test", "/var/cache/acme"
 			}},
-		{name: "unsupported client", args: strings.Fields("client --connect-proxy socks5://p:1 --verify-policy b --verify-query q" + lt), mode: "client",
-			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "socks5://p:1" },
-			extra: func(e *extras) {
-				e.Unsupported = map[string]string{"verify-policy": "b", "verify-query": "q"}
+		{name: "opa client", args: strings.Fields("client --connect-proxy socks5://p:1 --verify-policy b --verify-query q" + lt), mode: "client",
+			edit: func(c *configs.Config, tn *configs.Tunnel) {
+				tn.Proxy, tn.VerifyPolicy, tn.VerifyQuery = "socks5://p:1", "b", "q"
 			}},
+
+		// Accepted but unsupported.
 		{name: "unsupported global", args: strings.Fields("--cipher-suites AES --allow-unsafe-cipher-suites client --proxy http://p:3128" + lt), mode: "client",
 			edit: func(c *configs.Config, tn *configs.Tunnel) { tn.Proxy = "http://p:3128" },
 			extra: func(e *extras) {
@@ -582,14 +583,15 @@ func TestFromFlagsYAMLRoundTrip(t *testing.T) {
 			args: []string{"--keystore", "/k.p12", "--storepass", "s3cret", "--cacert", "/ca", "--timed-reload", "5m",
 				"--max-tls-version", "TLS1.3", "--connect-timeout", "10s", "--close-timeout", "0", "--max-conn-lifetime", "1h",
 				"--max-concurrent-conns", "7", "--skip-resolve", "--status", "127.0.0.1:9", "--enable-pprof", "--enable-shutdown",
-				"--metrics-prefix", "ghostunnel", "--shutdown-timeout", "2m", "--quiet", "conns,handshake-errs", "--syslog",
+				"--metrics-prefix", "ghostunnel", "--shutdown-timeout", "2m", "--quiet", "conns,handshake-errs", "--syslog", "--cipher-suites", "AES",
 				"config", "from-flags", "server", "--listen", "0.0.0.0:8443", "--target", "unix:/run/app.sock",
 				"--target-status", "http://localhost:8080/health", "--proxy-protocol", "--proxy-protocol-mode", "tls",
 				"--unsafe-target", "--allow-all=false", "--allow-cn", "a", "--allow-cn", "b: c", "--allow-cn", "true",
 				"--allow-ou", "#ou", "--allow-dns", "*.example.com", "--allow-uri", "spiffe://x/**", "--allow-ip", "10.0.0.1",
-				"--allow-spki-pin", "sha256:AbC+/=", "--disable-authentication", "--metrics-interval", "1m", "--allow-policy", "p"},
+				"--allow-spki-pin", "sha256:AbC+/=", "--disable-authentication", "--metrics-interval", "1m", "--allow-policy", "p", "--allow-query", "data.q"},
 			want: []string{"storepass: ${KEYSTORE_PASS}", "connect-timeout: 10s", "status: 127.0.0.1:9", "quiet: [conns, handshake-errs]",
-				`allow-cn: [a, 'b: c', "true"]`, "metrics-interval: 1m0s\n", "# not supported by ghostunnel fleet: --allow-policy=p"},
+				`allow-cn: [a, 'b: c', "true"]`, "metrics-interval: 1m0s\n", "allow-policy: p\n", "allow-query: data.q\n",
+				"# not supported by ghostunnel fleet: --cipher-suites=AES"},
 			notWant: []string{"s3cret", "metrics-prefix", "no fleet-file key yet: --metrics"}},
 		{name: "metrics push", args: strings.Fields("config from-flags server --metrics-graphite graphite.example.com:2003 --metrics-url https://m.example.com/push --metrics-interval 30s" + lt),
 			want:    []string{"metrics-graphite: graphite.example.com:2003\n", "metrics-url: https://m.example.com/push\n"},

@@ -138,6 +138,11 @@ func serve(cfg *configs.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", err)
 		return 1
 	}
+	// Every listener is bound: from here on the process only reads what
+	// its config names (best effort, never fatal).
+	if err := sup.Sandbox(); err != nil {
+		logger.Log("level", "warn", "msg", "landlock rules not applied, running without a sandbox", "err", err)
+	}
 	err = sup.Run(context.Background(), opts)
 	switch {
 	case errors.Is(err, supervisor.ErrShutdownTimeout):

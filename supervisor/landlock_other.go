@@ -1,0 +1,9 @@
+//go:build !linux
+
+package supervisor
+
+// landlockABI is 0: Landlock is Linux only.
+func landlockABI() int { return 0 }
+
+// restrictPaths is never called where landlockABI is 0.
+func restrictPaths(sandboxPaths) error { return nil }
