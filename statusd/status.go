@@ -54,6 +54,8 @@ type tunnelJSON struct {
 	OpenConns       int64            `json:"open_conns"`
 	LastReload      string           `json:"last_reload"`
 	LastReloadError string           `json:"last_reload_error,omitempty"`
+	CredentialSrc   string           `json:"credential_source,omitempty"`
+	NextRotation    string           `json:"next_rotation,omitempty"`
 	Certificate     *certificateJSON `json:"certificate,omitempty"`
 }
 
@@ -111,7 +113,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			OpenConns:       snap.OpenConns,
 			LastReload:      formatReload(snap.LastReload),
 			LastReloadError: snap.LastReloadError,
+			CredentialSrc:   snap.CredentialSource,
 			Certificate:     certs.describe(t),
+		}
+		if !snap.NextRotation.IsZero() {
+			tj.NextRotation = snap.NextRotation.UTC().Format(time.RFC3339)
 		}
 		if errs[i] != nil {
 			tj.BackendStatus = statusCritical

@@ -94,6 +94,12 @@ type TunnelStatus struct {
 	OpenConns       int64
 	LastReload      time.Time // zero until the first reload
 	LastReloadError string    // empty if the last reload succeeded
+	// CredentialSource says where the certificate comes from (files,
+	// pkcs11, spiffe, acme, none); empty to leave it out.
+	CredentialSource string
+	// NextRotation is when the certificate is next expected to change;
+	// zero when nothing is scheduled.
+	NextRotation time.Time
 }
 
 // Config configures a Server.

@@ -82,7 +82,7 @@ type Supervisor struct {
 	shutdown    sync.Once
 	reloadMu    sync.Mutex // one reload at a time
 	sigs        chan os.Signal
-	notify      *notifier  // nil unless run by systemd with Type=notify
+	notify      *notifier // nil unless run by systemd with Type=notify
 }
 
 // fileState identifies the applied fleet file.
@@ -485,5 +485,6 @@ func (a adapter) Snapshot() statusd.TunnelStatus {
 	return statusd.TunnelStatus{
 		State: s.State, Listen: s.Listen, Target: s.Target, OpenConns: s.OpenConns,
 		LastReload: s.LastReload, LastReloadError: s.LastReloadError,
+		CredentialSource: s.CredentialSource, NextRotation: s.NextRotation,
 	}
 }

@@ -99,6 +99,7 @@ type Tunnel struct {
 	ln         net.Listener
 	ticketKeys [][32]byte
 	limit      *limiter
+	started    time.Time
 	ownMetrics bool          // created here, so removed on Close
 	changed    chan struct{} // signalled when settings change
 
@@ -131,6 +132,10 @@ type Snapshot struct {
 	OpenConns       int64
 	LastReload      time.Time
 	LastReloadError string
+	// CredentialSource is files, pkcs11, spiffe, acme or none.
+	CredentialSource string
+	// NextRotation estimates the next certificate change (zero: none due).
+	NextRotation time.Time
 }
 
 // New builds a tunnel: it loads the credentials, compiles the access rules,
@@ -147,6 +152,7 @@ func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 		limit: newLimiter(cfg.MaxConcurrentConns), changed: make(chan struct{}, 1),
 	}
 	t.setState(StateInitializing)
+	t.started = time.Now()
 	t.lastReload.Store(&reloadResult{})
 	if cfg.Mode == configs.ModeServer {
 		// One set of ticket keys for the tunnel's life, so sessions resume
@@ -298,6 +304,7 @@ func (t *Tunnel) Snapshot() Snapshot {
 	return Snapshot{
 		State: t.State(), Listen: g.cfg.Listen, Target: g.cfg.Target,
 		OpenConns: open, LastReload: r.at, LastReloadError: r.err,
+		CredentialSource: credentialSource(&g.cfg), NextRotation: t.nextRotation(g, r.at),
 	}
 }
 
