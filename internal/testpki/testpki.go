@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -145,51 +144,13 @@ func (ca *CA) Pool() *x509.CertPool {
 // into the CA's directory, replacing files of the same name atomically.
 func (ca *CA) Issue(name string, o Options) *Leaf {
 	key := newKey(o.KeyType)
-	if o.NotBefore.IsZero() {
-		o.NotBefore = time.Now().Add(-time.Hour)
-	}
-	if o.NotAfter.IsZero() {
-		o.NotAfter = time.Now().Add(24 * time.Hour)
-	}
-	if o.CN == "" {
-		o.CN = name
-	}
-	var eku []x509.ExtKeyUsage
-	if o.Server || !o.Client {
-		eku = append(eku, x509.ExtKeyUsageServerAuth)
-	}
-	if o.Client || !o.Server {
-		eku = append(eku, x509.ExtKeyUsageClientAuth)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: o.CN, OrganizationalUnit: o.OU},
-		NotBefore:    o.NotBefore,
-		NotAfter:     o.NotAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  eku,
-		DNSNames:     o.DNS,
-		IPAddresses:  o.IPs,
-	}
-	for _, u := range o.URIs {
-		pu, err := url.Parse(u)
-		must(err)
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	must(err)
-	cert, err := x509.ParseCertificate(der)
-	must(err)
+	l := ca.IssueFor(name, key.Public(), o)
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	must(err)
-	l := &Leaf{Cert: cert, Key: key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
-	}
-	l.CertFile = filepath.Join(ca.Dir, name+".crt")
+	l.Key = key
+	l.KeyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 	l.KeyFile = filepath.Join(ca.Dir, name+".key")
 	l.Combined = filepath.Join(ca.Dir, name+".pem")
-	writeAtomic(l.CertFile, l.CertPEM, 0o644)
 	writeAtomic(l.KeyFile, l.KeyPEM, 0o600)
 	writeAtomic(l.Combined, append(append([]byte{}, l.CertPEM...), l.KeyPEM...), 0o600)
 	return l
