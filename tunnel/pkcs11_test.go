@@ -7,89 +7,45 @@ import (
 	"crypto/elliptic"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testhsm"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
 // SoftHSM settings of the tests' token.
 const (
-	hsmToken = "test"
-	hsmPIN   = "5678"
-	hsmSOPIN = "1234"
+	hsmToken = testhsm.Label
+	hsmPIN   = testhsm.PIN
 )
 
-// softHSMModules are where distributions install the SoftHSM2 module.
-var softHSMModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-	"/opt/homebrew/lib/softhsm/libsofthsm2.so",
-}
-
-// softHSM is a SoftHSM2 token of its own for one test: a fresh token
-// directory, SOFTHSM2_CONF pointing at it, and no PKCS#11 context left over
-// from another test (SoftHSM reads its configuration when it is loaded).
+// softHSM is a SoftHSM2 token of its own for one test, with no PKCS#11
+// context left over from another test (SoftHSM reads its configuration when
+// it is loaded).
 type softHSM struct {
+	*testhsm.Token
 	module string
-	dir    string
 }
 
 func newSoftHSM(t *testing.T) *softHSM {
 	t.Helper()
-	module := ""
-	for _, m := range softHSMModules {
-		if _, err := os.Stat(m); err == nil {
-			module = m
-			break
-		}
-	}
-	_, utilErr := exec.LookPath("softhsm2-util")
-	if module == "" || utilErr != nil {
-		t.Skip("SoftHSM2 not installed (apt-get install softhsm2); .ci/run installs it")
-	}
-	dir := t.TempDir()
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	text := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testhsm.Module(t) // skips before closing anything when SoftHSM is absent
 	closeTokens()
-	t.Setenv("SOFTHSM2_CONF", conf)
+	tok := testhsm.New(t)
 	// Cleanups run last registered first: the tunnels a test starts after
-	// this stop before their contexts close.
+	// this stop before their contexts close, and the contexts close before
+	// SOFTHSM2_CONF is restored.
 	t.Cleanup(closeTokens)
-	h := &softHSM{module: module, dir: dir}
-	h.util(t, "--init-token", "--free", "--label", hsmToken, "--so-pin", hsmSOPIN, "--pin", hsmPIN)
-	return h
+	return &softHSM{Token: tok, module: tok.Module}
 }
 
-func (h *softHSM) util(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command("softhsm2-util", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("softhsm2-util %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// importKey puts the private key of l (PKCS#8 PEM) into the token, with its
-// public half, and removes the key file so that only the token has it.
+// importKey puts the private key of l into the token and removes the key
+// file so that only the token has it.
 func (h *softHSM) importKey(t *testing.T, l *testpki.Leaf, label, id string) {
 	t.Helper()
-	h.util(t, "--import", l.KeyFile, "--token", hsmToken, "--label", label, "--id", id, "--pin", hsmPIN)
-	if err := os.Remove(l.KeyFile); err != nil {
-		t.Fatal(err)
-	}
+	h.ImportKey(t, l, label, id)
 }
 
 // use points cfg at the token for its private key.

@@ -2,123 +2,18 @@ package tunnel
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testspiffe"
 )
-
-// fakeAgent is an in-process SPIFFE Workload API: a gRPC server on a unix
-// socket that streams X509SVIDResponses, checking the security header as a
-// real agent does.
-type fakeAgent struct {
-	workload.UnimplementedSpiffeWorkloadAPIServer
-	addr    string // unix:///PATH
-	fetches atomic.Int32
-
-	mu      sync.Mutex
-	current *workload.X509SVIDResponse
-	streams map[chan *workload.X509SVIDResponse]struct{}
-}
-
-func newFakeAgent(t *testing.T, first *workload.X509SVIDResponse) *fakeAgent {
-	t.Helper()
-	// A short directory: unix socket paths are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "wlapi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &fakeAgent{addr: "unix://" + path, current: first,
-		streams: make(map[chan *workload.X509SVIDResponse]struct{})}
-	srv := grpc.NewServer()
-	workload.RegisterSpiffeWorkloadAPIServer(srv, a)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return a
-}
-
-func (a *fakeAgent) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
-	md, _ := metadata.FromIncomingContext(stream.Context())
-	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
-		return status.Error(codes.InvalidArgument, "security header missing from request")
-	}
-	a.fetches.Add(1)
-	ch := make(chan *workload.X509SVIDResponse, 8)
-	a.mu.Lock()
-	a.streams[ch] = struct{}{}
-	cur := a.current
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		delete(a.streams, ch)
-		a.mu.Unlock()
-	}()
-	if err := stream.Send(cur); err != nil {
-		return err
-	}
-	for {
-		select {
-		case r := <-ch:
-			if err := stream.Send(r); err != nil {
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
-		}
-	}
-}
-
-// push sends r on every open stream and to later ones.
-func (a *fakeAgent) push(r *workload.X509SVIDResponse) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.current = r
-	for ch := range a.streams {
-		ch <- r
-	}
-}
-
-// svidPKI is a trust domain's CA and the responses that hand out its SVIDs.
-type svidPKI struct {
-	ca *testpki.CA
-}
-
-func newSVIDPKI(t *testing.T) *svidPKI {
-	return &svidPKI{ca: testpki.NewCA(t.TempDir(), "example.org")}
-}
-
-// issue makes an SVID for id and the response carrying it and the bundle.
-func (p *svidPKI) issue(t *testing.T, name, id string, notAfter time.Time) (*testpki.Leaf, *workload.X509SVIDResponse) {
-	t.Helper()
-	l := p.ca.Issue(name, testpki.Options{CN: name, URIs: []string{id}, NotAfter: notAfter})
-	key, err := x509.MarshalPKCS8PrivateKey(l.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, &workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
-		SpiffeId: id, X509Svid: l.Cert.Raw, X509SvidKey: key, Bundle: p.ca.Cert.Raw,
-	}}}
-}
 
 func spiffeServer(addr, target string, allow ...string) configs.Tunnel {
 	c := configs.DefaultTunnelSettings()
@@ -162,15 +57,15 @@ func waitSPIFFE(t *testing.T, what string, cond func() bool) {
 }
 
 func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
-	p := newSVIDPKI(t)
-	srvLeaf, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
-	cliLeaf, cliResp := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
-	srvAgent := newFakeAgent(t, srvResp)
-	cliAgent := newFakeAgent(t, cliResp)
+	p := testspiffe.NewPKI(t)
+	srvLeaf, srvResp := p.Issue(t, "server", "spiffe://example.org/server", time.Time{})
+	cliLeaf, cliResp := p.Issue(t, "client", "spiffe://example.org/client", time.Time{})
+	srvAgent := testspiffe.Start(t, srvResp)
+	cliAgent := testspiffe.Start(t, cliResp)
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 
-	server := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/*"))
-	client := start(t, spiffeClient(cliAgent.addr, server.Addr().String(), "spiffe://example.org/server"))
+	server := start(t, spiffeServer(srvAgent.Addr, backend.addr(), "spiffe://example.org/*"))
+	client := start(t, spiffeClient(cliAgent.Addr, server.Addr().String(), "spiffe://example.org/server"))
 
 	if c := server.Certificate(); c == nil || c.Leaf.SerialNumber.Cmp(srvLeaf.Cert.SerialNumber) != 0 {
 		t.Fatalf("server Certificate() is not the SVID")
@@ -188,7 +83,7 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 	// verified against the bundle (no hostname involved).
 	serial := func() string {
 		t.Helper()
-		cfg := &tls.Config{RootCAs: p.ca.Pool(), InsecureSkipVerify: true,
+		cfg := &tls.Config{RootCAs: p.CA.Pool(), InsecureSkipVerify: true,
 			Certificates: []tls.Certificate{cliLeaf.TLS()}}
 		c, err := dialTLS(server.Addr().String(), cfg)
 		if err != nil {
@@ -206,8 +101,8 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 
 	// Rotate the server SVID mid-connection.
 	newAfter := time.Now().Add(48 * time.Hour).Truncate(time.Second)
-	newLeaf, newResp := p.issue(t, "server2", "spiffe://example.org/server", newAfter)
-	srvAgent.push(newResp)
+	newLeaf, newResp := p.Issue(t, "server2", "spiffe://example.org/server", newAfter)
+	srvAgent.Push(newResp)
 	waitSPIFFE(t, "the rotated SVID", func() bool {
 		c := server.Certificate()
 		return c != nil && c.Leaf.SerialNumber.Cmp(newLeaf.Cert.SerialNumber) == 0
@@ -228,27 +123,27 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 }
 
 func TestSPIFFEWorkloadAPIWrongIDRefused(t *testing.T) {
-	p := newSVIDPKI(t)
-	_, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
-	_, cliResp := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
-	srvAgent := newFakeAgent(t, srvResp)
-	cliAgent := newFakeAgent(t, cliResp)
+	p := testspiffe.NewPKI(t)
+	_, srvResp := p.Issue(t, "server", "spiffe://example.org/server", time.Time{})
+	_, cliResp := p.Issue(t, "client", "spiffe://example.org/client", time.Time{})
+	srvAgent := testspiffe.Start(t, srvResp)
+	cliAgent := testspiffe.Start(t, cliResp)
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 
-	anyServer := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/*"))
-	right := start(t, spiffeClient(cliAgent.addr, anyServer.Addr().String(), "spiffe://example.org/server"))
+	anyServer := start(t, spiffeServer(srvAgent.Addr, backend.addr(), "spiffe://example.org/*"))
+	right := start(t, spiffeClient(cliAgent.Addr, anyServer.Addr().String(), "spiffe://example.org/server"))
 	if got, err := roundTrip(dialPlain(t, right), "ping"); err != nil || got != "ping" {
 		t.Fatalf("the right IDs: %q, %v", got, err)
 	}
 	// The client pins another server ID: refused by the client.
-	wrongServer := start(t, spiffeClient(cliAgent.addr, anyServer.Addr().String(), "spiffe://example.org/db"))
+	wrongServer := start(t, spiffeClient(cliAgent.Addr, anyServer.Addr().String(), "spiffe://example.org/db"))
 	if got, err := roundTrip(dialPlain(t, wrongServer), "ping"); err == nil {
 		t.Fatalf("client accepted a server with the wrong SPIFFE ID (echo %q)", got)
 	}
 
-	server := start(t, spiffeServer(srvAgent.addr, backend.addr(), "spiffe://example.org/web"))
+	server := start(t, spiffeServer(srvAgent.Addr, backend.addr(), "spiffe://example.org/web"))
 	// The server allows only /web: the /client SVID is refused.
-	client := start(t, spiffeClient(cliAgent.addr, server.Addr().String(), "spiffe://example.org/server"))
+	client := start(t, spiffeClient(cliAgent.Addr, server.Addr().String(), "spiffe://example.org/server"))
 	if got, err := roundTrip(dialPlain(t, client), "ping"); err == nil {
 		t.Fatalf("server accepted a client outside allow-uri (echo %q)", got)
 	}
@@ -262,24 +157,24 @@ func TestSPIFFEWorkloadAPIWrongIDRefused(t *testing.T) {
 }
 
 func TestSPIFFEWorkloadAPISharedSource(t *testing.T) {
-	p := newSVIDPKI(t)
-	_, srvResp := p.issue(t, "server", "spiffe://example.org/server", time.Time{})
-	cliLeaf, _ := p.issue(t, "client", "spiffe://example.org/client", time.Time{})
-	agent := newFakeAgent(t, srvResp)
+	p := testspiffe.NewPKI(t)
+	_, srvResp := p.Issue(t, "server", "spiffe://example.org/server", time.Time{})
+	cliLeaf, _ := p.Issue(t, "client", "spiffe://example.org/client", time.Time{})
+	agent := testspiffe.Start(t, srvResp)
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 
-	a, err := New(spiffeServer(agent.addr, backend.addr(), "spiffe://example.org/client"), Deps{})
+	a, err := New(spiffeServer(agent.Addr, backend.addr(), "spiffe://example.org/client"), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgB := spiffeServer(agent.addr, backend.addr(), "spiffe://example.org/client")
+	cfgB := spiffeServer(agent.Addr, backend.addr(), "spiffe://example.org/client")
 	cfgB.Name = "spiffe-server-b"
 	b := start(t, cfgB)
-	if n := agent.fetches.Load(); n != 1 {
+	if n := agent.Fetches.Load(); n != 1 {
 		t.Fatalf("%d FetchX509SVID streams for two tunnels on one socket, want 1", n)
 	}
 	workloadSources.mu.Lock()
-	src := workloadSources.m[agent.addr]
+	src := workloadSources.m[agent.Addr]
 	refs := 0
 	if src != nil {
 		refs = src.refs
@@ -296,7 +191,7 @@ func TestSPIFFEWorkloadAPISharedSource(t *testing.T) {
 	}
 	b.Close()
 	workloadSources.mu.Lock()
-	_, left := workloadSources.m[agent.addr]
+	_, left := workloadSources.m[agent.Addr]
 	workloadSources.mu.Unlock()
 	if left {
 		t.Fatal("source still registered after its last tunnel closed")
