@@ -83,7 +83,15 @@ func (s *syncBuffer) String() string {
 
 func startProc(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	return startProcWith(t, env, nil, args...)
+}
+
+// startProcWith is startProc with a wrapper command (prlimit, bash) in
+// front of the binary; the wrapper must exec the binary, keeping the pid.
+func startProcWith(t testing.TB, env []string, wrapper []string, args ...string) *proc {
+	t.Helper()
+	argv := append(append(append([]string{}, wrapper...), binary(t)), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{t: t, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
@@ -185,6 +193,19 @@ func newE2EPKI(t testing.TB) *e2ePKI {
 // echoServer echoes every connection until the test ends.
 func echoServer(t testing.TB) string {
 	t.Helper()
+	return serveConns(t, func(c net.Conn) {
+		io.Copy(c, c)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	})
+}
+
+// serveConns accepts on 127.0.0.1 until the test ends, running handle for
+// each connection; at the end every connection is closed and every handler
+// waited for.
+func serveConns(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -206,10 +227,7 @@ func echoServer(t testing.TB) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				io.Copy(c, c)
-				if tc, ok := c.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
+				handle(c)
 			}()
 		}
 	}()

@@ -89,37 +89,6 @@ func writeFile(t testing.TB, path, content string, mode os.FileMode) string {
 	return path
 }
 
-// startProcWith is startProc with a wrapper command (prlimit, bash) in
-// front of the binary. The wrapper must exec the binary, keeping the pid.
-func startProcWith(t testing.TB, env []string, wrapper []string, args ...string) *proc {
-	t.Helper()
-	argv := append(append(append([]string{}, wrapper[1:]...), binary(t)), args...)
-	cmd := exec.Command(wrapper[0], argv...)
-	cmd.Env = append(os.Environ(), env...)
-	p := &proc{t: t, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		cmd.Wait()
-		p.code = cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("output of %v:\n%s", argv, p.out.String())
-		}
-	})
-	return p
-}
-
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 func (p *proc) alive() bool {
