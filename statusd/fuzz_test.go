@@ -7,7 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testhello"
 	"net"
 	"slices"
 	"strings"
@@ -42,46 +42,6 @@ func FuzzGetCertificate(f *testing.F) {
 	})
 }
 
-// rawClientHello is a TLS 1.2 ClientHello with server_name set to sni byte
-// for byte, split into records of at most 16 KiB. (The tunnel package has
-// the same helper; test files cannot share it.)
-func rawClientHello(sni []byte) []byte {
-	u16 := func(b []byte, v int) []byte { return binary.BigEndian.AppendUint16(b, uint16(v)) }
-	ext := func(b []byte, typ int, data []byte) []byte {
-		b = u16(b, typ)
-		b = u16(b, len(data))
-		return append(b, data...)
-	}
-	if len(sni) > 60000 {
-		sni = sni[:60000]
-	}
-	body := []byte{0x03, 0x03}
-	body = append(body, make([]byte, 32)...)
-	body = append(body, 0)
-	suites := []uint16{0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8}
-	body = u16(body, 2*len(suites))
-	for _, s := range suites {
-		body = u16(body, int(s))
-	}
-	body = append(body, 1, 0)
-	name := u16([]byte{0}, len(sni))
-	name = append(name, sni...)
-	exts := ext(nil, 0, append(u16(nil, len(name)), name...))
-	exts = ext(exts, 10, []byte{0, 4, 0, 29, 0, 23})
-	exts = ext(exts, 11, []byte{1, 0})
-	exts = ext(exts, 13, []byte{0, 6, 4, 3, 8, 4, 4, 1})
-	body = append(u16(body, len(exts)), exts...)
-	hs := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
-	var out []byte
-	for len(hs) > 0 {
-		n := min(len(hs), 16384)
-		out = append(out, 22, 3, 1, byte(n>>8), byte(n))
-		out = append(out, hs[:n]...)
-		hs = hs[n:]
-	}
-	return out
-}
-
 // FuzzStatusSNI sends ClientHellos with fuzzed server names to one running
 // HTTPS status server; it must not panic and must still answer a good
 // client's GET /_status afterwards.
@@ -102,7 +62,7 @@ func FuzzStatusSNI(f *testing.F) {
 			t.Fatal(err)
 		}
 		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write(rawClientHello(sni)); err == nil {
+		if _, err := c.Write(testhello.ClientHello(sni, true)); err == nil {
 			c.Read(make([]byte, 4096))
 		}
 		c.Close()
@@ -137,7 +97,7 @@ func TestLongStatusSNI(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		c.Write(rawClientHello(sni))
+		c.Write(testhello.ClientHello(sni, true))
 		c.Read(make([]byte, 4096))
 		c.Close()
 		if got := presented(t, s.Addr().String(), "alpha", fl.ca.Pool()); got.Subject.CommonName != "alpha" {
@@ -157,7 +117,7 @@ func TestRawClientHelloStatus(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	c.Write(rawClientHello([]byte("beta.example.com")))
+	c.Write(testhello.ClientHello([]byte("beta.example.com"), true))
 	got := make([]byte, 6)
 	if n, _ := c.Read(got); n < 6 || got[0] != 22 || got[5] != 2 {
 		t.Fatalf("answer % x, want a ServerHello", got[:n])

@@ -8,7 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testhello"
 	"net"
 	"strings"
 	"testing"
@@ -182,50 +182,6 @@ func FuzzParseProxyHeader(f *testing.F) {
 	})
 }
 
-// rawClientHello is a TLS 1.2 ClientHello offering the tunnel's suites, with
-// server_name set to sni byte for byte (no validation at all) when withSNI.
-// It is split into records of at most 16 KiB, so long names span records.
-func rawClientHello(sni []byte, withSNI bool) []byte {
-	u16 := func(b []byte, v int) []byte { return binary.BigEndian.AppendUint16(b, uint16(v)) }
-	ext := func(b []byte, typ int, data []byte) []byte {
-		b = u16(b, typ)
-		b = u16(b, len(data))
-		return append(b, data...)
-	}
-	if len(sni) > 60000 {
-		sni = sni[:60000]
-	}
-	body := []byte{0x03, 0x03}
-	body = append(body, make([]byte, 32)...) // random
-	body = append(body, 0)                   // session id
-	suites := []uint16{0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8}
-	body = u16(body, 2*len(suites))
-	for _, s := range suites {
-		body = u16(body, int(s))
-	}
-	body = append(body, 1, 0) // compression: null
-	var exts []byte
-	if withSNI {
-		name := u16([]byte{0}, len(sni))
-		name = append(name, sni...)
-		exts = ext(exts, 0, append(u16(nil, len(name)), name...))
-	}
-	exts = ext(exts, 10, []byte{0, 4, 0, 29, 0, 23})     // supported_groups: x25519, P-256
-	exts = ext(exts, 11, []byte{1, 0})                   // ec_point_formats: uncompressed
-	exts = ext(exts, 13, []byte{0, 6, 4, 3, 8, 4, 4, 1}) // signature_algorithms
-	exts = ext(exts, 0xff01, []byte{0})                  // renegotiation_info
-	body = append(u16(body, len(exts)), exts...)
-	hs := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
-	var out []byte
-	for len(hs) > 0 {
-		n := min(len(hs), 16384)
-		out = append(out, 22, 3, 1, byte(n>>8), byte(n))
-		out = append(out, hs[:n]...)
-		hs = hs[n:]
-	}
-	return out
-}
-
 // sendHello writes hello to addr and reads the first bytes that come back
 // (a server flight or an alert) until the server closes or a short deadline
 // passes. It returns them, possibly none.
@@ -255,7 +211,7 @@ func TestRawClientHello(t *testing.T) {
 		sni  string
 		want byte // record type: 22 handshake, 21 alert
 	}{{"localhost", 22}, {"", 21}, {"localhost.", 21}, {"\xff\x00\xfe", 22}} {
-		got, err := sendHello(tun.Addr().String(), rawClientHello([]byte(tc.sni), true))
+		got, err := sendHello(tun.Addr().String(), testhello.ClientHello([]byte(tc.sni), true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +229,7 @@ func TestLongSNI(t *testing.T) {
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 	tun := start(t, p.serverTunnel(backend.addr()))
 	for _, sni := range [][]byte{bytes.Repeat([]byte("label."), 3000), bytes.Repeat([]byte{0xff}, 60000), bytes.Repeat([]byte("a"), 65535)} {
-		if _, err := sendHello(tun.Addr().String(), rawClientHello(sni, true)); err != nil {
+		if _, err := sendHello(tun.Addr().String(), testhello.ClientHello(sni, true)); err != nil {
 			t.Fatal(err)
 		}
 		if err := echoOK(tun.Addr().String(), p.clientTLS()); err != nil {
@@ -307,7 +263,7 @@ func FuzzClientHelloSNI(f *testing.F) {
 	// sends those.
 
 	f.Fuzz(func(t *testing.T, sni []byte, withSNI bool) {
-		if _, err := sendHello(addr, rawClientHello(sni, withSNI)); err != nil {
+		if _, err := sendHello(addr, testhello.ClientHello(sni, withSNI)); err != nil {
 			t.Fatalf("sending hello: %v", err)
 		}
 		if err := echoOK(addr, good); err != nil {

@@ -7,6 +7,7 @@ package tunnel
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testhello"
 	"io"
 	"net"
 	"os"
@@ -193,7 +194,7 @@ func hostileCases(p *pki, other *testpki.CA) []hostileCase {
 		c.CipherSuites = []uint16{suite}
 		return c
 	}
-	hello := rawClientHello([]byte("localhost"), true)
+	hello := testhello.ClientHello([]byte("localhost"), true)
 	return []hostileCase{
 		{"garbage", rawSend([]byte("\x00\x01\x02garbage instead of a ClientHello\xff\xfe")), "first record does not look like a TLS handshake"},
 		{"plaintext HTTP", rawSend([]byte("GET /_status HTTP/1.1\r\nHost: localhost\r\n\r\n")), "first record does not look like a TLS handshake"},
