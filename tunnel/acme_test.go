@@ -46,24 +46,7 @@ func acmeTunnel(p *pki, target, name, dir string, cache string) configs.Tunnel {
 // serveOn builds a tunnel on ln and serves it until the test ends.
 func serveOn(t *testing.T, cfg configs.Tunnel, ln net.Listener) *Tunnel {
 	t.Helper()
-	tun, err := New(cfg, Deps{Listener: ln})
-	if err != nil {
-		ln.Close()
-		t.Fatalf("New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tun.Serve() }()
-	t.Cleanup(func() {
-		tun.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := tun.Wait(ctx); err != nil {
-			tun.CloseAll()
-		}
-		<-done
-		tun.Close()
-	})
-	return tun
+	return startWith(t, cfg, Deps{Listener: ln})
 }
 
 func TestACMESettings(t *testing.T) {

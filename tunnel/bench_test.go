@@ -280,21 +280,6 @@ func benchDeps(tb testing.TB, name, mode string, quiet bool) Deps {
 	}
 }
 
-// startWith builds and serves a tunnel with deps until the test ends.
-func startWith(tb testing.TB, cfg configs.Tunnel, deps Deps) *Tunnel {
-	tb.Helper()
-	tun, err := New(cfg, deps)
-	if err != nil {
-		tb.Fatalf("New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tun.Serve() }()
-	tb.Cleanup(func() {
-		tun.Close() // stop, and close whatever is still open
-		<-done
-	})
-	return tun
-}
 
 // pairOpts vary the tunnel pair.
 type pairOpts struct {

@@ -62,8 +62,18 @@ func (p *pki) clientTunnel(target string) configs.Tunnel {
 // start builds and serves a tunnel until the test ends.
 func start(t testing.TB, cfg configs.Tunnel) *Tunnel {
 	t.Helper()
-	tun, err := New(cfg, Deps{})
+	return startWith(t, cfg, Deps{})
+}
+
+// startWith is start with deps (a listener handed in, say); a listener in
+// deps is closed if the tunnel cannot be built.
+func startWith(t testing.TB, cfg configs.Tunnel, deps Deps) *Tunnel {
+	t.Helper()
+	tun, err := New(cfg, deps)
 	if err != nil {
+		if deps.Listener != nil {
+			deps.Listener.Close()
+		}
 		t.Fatalf("New: %v", err)
 	}
 	done := make(chan error, 1)
@@ -79,6 +89,23 @@ func start(t testing.TB, cfg configs.Tunnel) *Tunnel {
 		tun.Close()
 	})
 	return tun
+}
+
+// clientThrough starts a client tunnel from cfg and reports whether a
+// round trip through it succeeds (a refused server shows as an error).
+func clientThrough(t *testing.T, cfg configs.Tunnel) error {
+	t.Helper()
+	cli := start(t, cfg)
+	c, err := net.Dial("tcp", cli.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := roundTrip(c, "hello")
+	if err == nil && got != "hello" {
+		err = errors.New("echo mismatch: " + got)
+	}
+	return err
 }
 
 // echo is a backend that echoes each connection and half-closes its write
