@@ -4,7 +4,6 @@ package main
 // backends and clients on 127.0.0.1.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -250,13 +249,8 @@ func echoThrough(t testing.TB, addr, msg string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
-		t.Fatalf("echo through %s: got %q, %v", addr, buf, err)
+	if err := roundTripErr(c, msg); err != nil {
+		t.Fatalf("echo through %s: %v", addr, err)
 	}
 }
 
@@ -352,15 +346,26 @@ func TestSingleTunnelPair(t *testing.T) {
 
 func roundTripE2E(t testing.TB, c net.Conn, msg string) {
 	t.Helper()
+	if err := roundTripErr(c, msg); err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+}
+
+// roundTripErr writes msg on c and reads it back within 10 s.
+func roundTripErr(c net.Conn, msg string) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(bufio.NewReader(c), buf); err != nil || string(buf) != msg {
-		t.Fatalf("round trip: got %q, %v", buf, err)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
 	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo mismatch: %q", buf)
+	}
+	return nil
 }
 
 func copyTo(t testing.TB, from, to string) {

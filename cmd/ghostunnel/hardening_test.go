@@ -289,22 +289,6 @@ func plainEcho(addr, msg string) (time.Duration, error) {
 	return time.Since(start), roundTripErr(c, msg)
 }
 
-func roundTripErr(c net.Conn, msg string) error {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo mismatch: %q", buf)
-	}
-	return nil
-}
-
 func median(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
 		return 0
