@@ -118,7 +118,8 @@ func CompareFingerprints(have, want Fingerprint) (changes []Change, restart []st
 	return changes, restart
 }
 
-// liveProcessKeys are process-wide keys a reload applies without a restart.
+// liveProcessKeys are process-wide keys a reload applies without a restart
+// (reloadFile copies exactly these from the new file).
 var liveProcessKeys = map[string]bool{"shutdown-timeout": true}
 
 // serveFingerprint is GET /_config/fingerprint on the status port.

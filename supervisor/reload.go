@@ -246,12 +246,12 @@ func (s *Supervisor) reloadFile(path string) error {
 			s.log.Log("msg", "fleet reload: tunnel "+st.change.Kind, "tunnel", st.change.Name, "keys", strings.Join(st.change.Keys, ","))
 		}
 	}
-	// Process-wide settings that cannot change live stay as they were.
-	applied := *cfg
-	applied.Status, applied.EnablePprof, applied.EnableShutdown = old.Status, old.EnablePprof, old.EnableShutdown
-	applied.EnableReload, applied.MetricsPrefix, applied.DefaultTunnel = old.EnableReload, old.MetricsPrefix, old.DefaultTunnel
-	applied.Quiet, applied.Syslog, applied.DisableLandlock = old.Quiet, old.Syslog, old.DisableLandlock
-	applied.MetricsGraphite, applied.MetricsURL, applied.MetricsInterval = old.MetricsGraphite, old.MetricsURL, old.MetricsInterval
+	// Process-wide settings stay as they were, but for the tunnels and the
+	// ones applied live (liveProcessKeys): a key added later is then
+	// restart-only unless someone makes it live on purpose.
+	applied := *old
+	applied.Tunnels = cfg.Tunnels
+	applied.ShutdownTimeout = cfg.ShutdownTimeout
 	s.cfg = &applied
 	next := make([]*tunnel.Tunnel, 0, len(cfg.Tunnels))
 	for _, t := range cfg.Tunnels { // file order
