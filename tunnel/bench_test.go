@@ -280,7 +280,6 @@ func benchDeps(tb testing.TB, name, mode string, quiet bool) Deps {
 	}
 }
 
-
 // pairOpts vary the tunnel pair.
 type pairOpts struct {
 	noResume bool // the client tunnel does a full handshake every time
