@@ -358,7 +358,9 @@ func ParseAddr(s string) (network, addr string, useTLS bool, err error) {
 func listen(network, addr string) (net.Listener, error) {
 	switch network {
 	case "tcp":
-		return net.Listen("tcp", addr)
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false) // Landlock's TCP bind rules do not cover MPTCP sockets
+		return lc.Listen(context.Background(), "tcp", addr)
 	case "unix":
 		if fi, err := os.Lstat(addr); err == nil {
 			if fi.Mode()&os.ModeSocket == 0 {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,8 +13,12 @@ import (
 )
 
 // landlockMaxABI is the highest Landlock ABI whose rules are asked for
-// (best effort: lower kernels get what they support).
-const landlockMaxABI = 5
+// (best effort: lower kernels get what they support). landlockNetABI is
+// the first with TCP bind and connect rules.
+const (
+	landlockMaxABI = 5
+	landlockNetABI = 4
+)
 
 // Files the process may need whatever the config says: system roots,
 // name resolution, time zones, randomness and its own /proc entries.
@@ -33,22 +38,49 @@ type sandboxPaths struct {
 	roDirs, roFiles, rwDirs, rwFiles []string
 }
 
+// sandboxPorts is the TCP access the sandbox grants, sorted.
+type sandboxPorts struct {
+	bind, connect []uint16
+}
+
+// sandboxRules is what Sandbox applied; net tells whether the kernel
+// enforces the ports (ABI 4 and later).
+type sandboxRules struct {
+	paths sandboxPaths
+	ports sandboxPorts
+	net   bool
+}
+
 // Sandbox restricts the process with Landlock (Linux), best effort: from
 // then on it can read only the files its config names (and their
 // directories, since certificates are replaced by rename and re-read on
 // reloads), the fleet file's directory and the system files TLS and name
 // resolution need, and write only in the directories of its unix sockets
-// and ACME caches. Call it once New has bound every listener and before
-// Run. It is irreversible and covers every thread of the process.
+// and ACME caches. With Landlock ABI 4 or later it can also bind only the
+// TCP ports of its listeners and status server, and connect only to the
+// TCP ports it needs (targets, proxy, Workload API, ACME CA, metrics push,
+// target-status, DNS over TCP): see landlockPorts. Call it once New has
+// bound every listener and before Run. It is irreversible and covers every
+// thread of the process.
+//
+// A later fleet reload that needs a port or a file the rules do not allow
+// is refused before anything changes (sandboxCheck): only a restart can
+// widen the sandbox.
 //
 // It does nothing with disable-landlock, when a tunnel uses a PKCS#11
 // module (modules load libraries at runtime), or when the kernel has no
-// Landlock. Only the filesystem is restricted: fleet reloads may add
-// tunnels on new ports, so TCP bind/connect rules would break them.
+// Landlock.
 func (s *Supervisor) Sandbox() error {
 	s.mu.Lock()
 	cfg := s.cfg
+	var bound []net.Addr
+	for _, t := range s.tunnels {
+		bound = append(bound, t.Addr())
+	}
 	s.mu.Unlock()
+	if s.status != nil {
+		bound = append(bound, s.status.Addr())
+	}
 	if cfg.DisableLandlock {
 		s.log.Log("msg", "landlock disabled by disable-landlock")
 		return nil
@@ -65,11 +97,24 @@ func (s *Supervisor) Sandbox() error {
 		return nil
 	}
 	p := landlockPaths(cfg)
-	if err := restrictPaths(p); err != nil {
+	n := landlockPorts(cfg, bound)
+	withNet := abi >= landlockNetABI
+	if !withNet {
+		n = sandboxPorts{}
+	}
+	if err := restrict(p, n); err != nil {
 		return fmt.Errorf("landlock: %w", err)
 	}
+	scope := "filesystem"
+	if withNet {
+		scope = "filesystem,network"
+	}
+	s.mu.Lock()
+	s.sandbox = &sandboxRules{paths: p, ports: n, net: withNet}
+	s.mu.Unlock()
 	s.log.Log("msg", "landlock rules applied", "abi", abi, "enforced_abi", min(abi, landlockMaxABI),
-		"scope", "filesystem", "read_dirs", len(p.roDirs), "write_dirs", len(p.rwDirs))
+		"scope", scope, "read_dirs", len(p.roDirs), "write_dirs", len(p.rwDirs),
+		"bind_ports", len(n.bind), "connect_ports", len(n.connect))
 	return nil
 }
 

@@ -17,10 +17,11 @@ func landlockABI() int {
 	return v
 }
 
-// restrictPaths applies the filesystem rules to every thread of the
-// process, best effort up to ABI V5 (file reads, writes, directory
-// changes, truncation and device ioctls).
-func restrictPaths(p sandboxPaths) error {
+// restrict applies the filesystem and TCP rules to every thread of the
+// process, best effort up to ABI V5: file reads, writes, directory changes,
+// truncation and device ioctls, and (ABI 4 and later) TCP bind and connect
+// by port. Kernels without ABI 4 get the filesystem rules only.
+func restrict(p sandboxPaths, n sandboxPorts) error {
 	var rules []landlock.Rule
 	if len(p.roDirs) > 0 {
 		rules = append(rules, landlock.RODirs(p.roDirs...).IgnoreIfMissing())
@@ -34,5 +35,11 @@ func restrictPaths(p sandboxPaths) error {
 	if len(p.rwFiles) > 0 {
 		rules = append(rules, landlock.RWFiles(p.rwFiles...).IgnoreIfMissing())
 	}
-	return landlock.V5.BestEffort().RestrictPaths(rules...)
+	for _, port := range n.bind {
+		rules = append(rules, landlock.BindTCP(port))
+	}
+	for _, port := range n.connect {
+		rules = append(rules, landlock.ConnectTCP(port))
+	}
+	return landlock.V5.BestEffort().Restrict(rules...)
 }

@@ -5,5 +5,5 @@ package supervisor
 // landlockABI is 0: Landlock is Linux only.
 func landlockABI() int { return 0 }
 
-// restrictPaths is never called where landlockABI is 0.
-func restrictPaths(sandboxPaths) error { return nil }
+// restrict is never called where landlockABI is 0.
+func restrict(sandboxPaths, sandboxPorts) error { return nil }

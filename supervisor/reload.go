@@ -173,6 +173,12 @@ func (s *Supervisor) reloadFile(path string) error {
 	s.mu.Unlock()
 
 	changes, restart := Diff(old, cfg)
+	// The sandbox cannot be widened: refuse what it would break, before
+	// anything is built.
+	if errs := s.sandboxCheck(path, cfg, changes); len(errs) > 0 {
+		s.log.Log("level", "error", "msg", "fleet reload failed, nothing changed", "file", path, "err", errors.Join(errs...))
+		return &planError{errs: errs}
+	}
 	type step struct {
 		change   Change
 		cfg      configs.Tunnel

@@ -82,7 +82,8 @@ type Supervisor struct {
 	shutdown    sync.Once
 	reloadMu    sync.Mutex // one reload at a time
 	sigs        chan os.Signal
-	notify      *notifier // nil unless run by systemd with Type=notify
+	notify      *notifier     // nil unless run by systemd with Type=notify
+	sandbox     *sandboxRules // what Sandbox applied, nil without; guarded by mu
 }
 
 // fileState identifies the applied fleet file.

@@ -30,6 +30,7 @@ func Listen(addr string) (net.Listener, error) {
 		removeStaleSocket(address)
 	} else {
 		lc.Control = reusePort
+		lc.SetMultipathTCP(false) // Landlock's TCP bind rules do not cover MPTCP sockets
 	}
 	ln, err := lc.Listen(context.Background(), network, address)
 	if err != nil {
