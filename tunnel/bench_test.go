@@ -285,6 +285,9 @@ type pairOpts struct {
 	noResume bool // the client tunnel does a full handshake every time
 	quiet    bool // no opening/closed pipe lines
 	tls12    bool // the client tunnel's max-tls-version is TLS1.2
+	// hybridResume makes resumption attempts with the full handshake's
+	// hybrid key exchange, as before resume.go.
+	hybridResume bool
 }
 
 // startTunnelPair starts a server tunnel to backend and a client tunnel to
@@ -301,8 +304,15 @@ func startTunnelPair(tb testing.TB, p *pki, backend string, o pairOpts) string {
 		// A copy of the settings without the session cache: every dial of
 		// the client tunnel is then a full handshake, as with gotls.
 		g := *cli.gen.Load()
-		g.client = g.client.Clone()
-		g.client.ClientSessionCache = nil
+		full := g.client.full.Clone()
+		full.ClientSessionCache = nil
+		g.client = newClientConfigs(full)
+		cli.gen.Store(&g)
+	}
+	if o.hybridResume {
+		// Resumption attempts keep the full config's hybrid key exchange.
+		g := *cli.gen.Load()
+		g.client = &clientConfigs{full: g.client.full}
 		cli.gen.Store(&g)
 	}
 	return cli.Addr().String()
@@ -332,6 +342,7 @@ func newBenchEnv(tb testing.TB, extra bool) *benchEnv {
 		add("tunnel-full", startTunnelPair(tb, p, bk.addr(), pairOpts{noResume: true}))
 		add("tunnel-full-quiet", startTunnelPair(tb, p, bk.addr(), pairOpts{noResume: true, quiet: true}))
 		add("tunnel-tls12", startTunnelPair(tb, p, bk.addr(), pairOpts{tls12: true}))
+		add("tunnel-resume-hybrid", startTunnelPair(tb, p, bk.addr(), pairOpts{hybridResume: true}))
 	}
 	add("tunnel", startTunnelPair(tb, p, bk.addr(), pairOpts{}))
 	return env

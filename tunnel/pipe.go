@@ -109,16 +109,13 @@ func (t *Tunnel) handle(c net.Conn) {
 			}
 		}
 	default:
-		bc, err := g.dialTargetBy(deadline)
-		if err != nil {
+		s, tc, err := g.dialTLS(deadline)
+		switch {
+		case err == nil:
+		case tc == nil:
 			fail("error on dial", err, t.quiet.ConnErrs)
 			return
-		}
-		s := newSock(bc)
-		tc := tls.Client(s, g.client)
-		tc.SetDeadline(deadline)
-		if err := tc.Handshake(); err != nil {
-			bc.Close()
+		default:
 			fail("error on TLS handshake", err, t.quiet.HandshakeErrs)
 			return
 		}

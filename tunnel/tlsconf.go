@@ -45,9 +45,10 @@ func baseTLS(t *configs.Tunnel) *tls.Config {
 
 // serverTLS builds the listener's TLS config for one settings generation.
 // Access rules run in VerifyConnection, which crypto/tls calls on resumed
-// sessions too; a resumed session's chain is verified again against the
-// current CA pool, so neither a tightened allow-list nor a rotated CA can be
-// bypassed with an old session ticket.
+// sessions too; a resumed session's chain is checked again against the
+// generation's CA pool (through a cache of the chains verified with that
+// pool: resume.go), so neither a tightened allow-list nor a rotated CA can
+// be bypassed with an old session ticket.
 func serverTLS(t *configs.Tunnel, c *credentials, a *acl, ticketKeys [][32]byte) *tls.Config {
 	if c.spiffe != nil {
 		return spiffeServerTLS(t, c.spiffe, a, ticketKeys)
@@ -70,14 +71,27 @@ func serverTLS(t *configs.Tunnel, c *credentials, a *acl, ticketKeys [][32]byte)
 		cfg.ClientCAs = c.pool
 	}
 	pool := c.pool
+	verified := new(chainCache)
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("client presented no certificate")
 		}
 		leaf := cs.PeerCertificates[0]
-		if cs.DidResume && !a.pinned() {
-			if err := verifyChain(leaf, cs.PeerCertificates[1:], pool, x509.ExtKeyUsageClientAuth, ""); err != nil {
-				return fmt.Errorf("resumed session: %w", err)
+		if !a.pinned() {
+			key := chainKey(cs.PeerCertificates)
+			switch {
+			case !cs.DidResume:
+				// crypto/tls has just verified the chain against pool.
+				if len(cs.VerifiedChains) > 0 {
+					verified.add(key, cs.VerifiedChains[0])
+				}
+			case verified.verified(key, time.Now()):
+			default:
+				chain, err := verifyChain(leaf, cs.PeerCertificates[1:], pool, x509.ExtKeyUsageClientAuth, "")
+				if err != nil {
+					return fmt.Errorf("resumed session: %w", err)
+				}
+				verified.add(key, chain)
 			}
 		}
 		if err := a.check(leaf); err != nil {
@@ -88,22 +102,32 @@ func serverTLS(t *configs.Tunnel, c *credentials, a *acl, ticketKeys [][32]byte)
 	return cfg
 }
 
-func verifyChain(leaf *x509.Certificate, rest []*x509.Certificate, roots *x509.CertPool, usage x509.ExtKeyUsage, host string) error {
+// verifyChain verifies leaf against roots and returns the first chain.
+func verifyChain(leaf *x509.Certificate, rest []*x509.Certificate, roots *x509.CertPool, usage x509.ExtKeyUsage, host string) ([]*x509.Certificate, error) {
 	inter := x509.NewCertPool()
 	for _, c := range rest {
 		inter.AddCert(c)
 	}
-	_, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: inter, DNSName: host,
 		CurrentTime: time.Now(), KeyUsages: []x509.ExtKeyUsage{usage},
 	})
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return chains[0], nil
 }
 
-// clientTLS builds the TLS config a client tunnel dials its target with. Each
+// clientTLS builds the TLS configs a client tunnel dials its target with:
+// the full-handshake one and its resumption variant (resume.go). Each
 // generation gets its own session cache, so a reload of credentials or
 // verify rules drops every cached session.
-func clientTLS(t *configs.Tunnel, c *credentials, a *acl) *tls.Config {
+func clientTLS(t *configs.Tunnel, c *credentials, a *acl) *clientConfigs {
+	return newClientConfigs(fullClientTLS(t, c, a))
+}
+
+// fullClientTLS is the config for full handshakes.
+func fullClientTLS(t *configs.Tunnel, c *credentials, a *acl) *tls.Config {
 	if c.spiffe != nil {
 		return spiffeClientTLS(t, c.spiffe, a)
 	}

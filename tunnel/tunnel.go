@@ -60,8 +60,8 @@ type generation struct {
 	cfg       configs.Tunnel
 	creds     *credentials
 	acl       *acl
-	server    *tls.Config // server mode
-	client    *tls.Config // client mode
+	server    *tls.Config    // server mode
+	client    *clientConfigs // client mode
 	dialNet   string
 	dialAddr  string
 	proxy     *proxyDialer // client tunnels with a proxy; nil otherwise
@@ -498,7 +498,7 @@ func (g *generation) admits(chain []*x509.Certificate) error {
 		if g.cfg.Mode == configs.ModeClient {
 			usage, host = x509.ExtKeyUsageServerAuth, serverName(&g.cfg)
 		}
-		if err := verifyChain(leaf, chain[1:], g.creds.pool, usage, host); err != nil {
+		if _, err := verifyChain(leaf, chain[1:], g.creds.pool, usage, host); err != nil {
 			return err
 		}
 	}
@@ -598,7 +598,7 @@ func (t *Tunnel) checkBackend(ctx context.Context) error {
 	if g.client == nil {
 		return nil
 	}
-	cfg := g.client.Clone()
+	cfg := g.client.full.Clone()
 	cfg.ClientSessionCache = nil // a check must do the real handshake
 	tc := tls.Client(c, cfg)
 	return tc.HandshakeContext(ctx)
