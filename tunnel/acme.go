@@ -230,17 +230,9 @@ func (s *acmeCert) fetch() (*tls.Certificate, error) {
 	})
 }
 
-// startACME runs the ACME loop of a serving tunnel until Stop: it gets the
-// certificate as soon as the tunnel serves (rather than on the first
-// client), and keeps Certificate and the expiry metric current.
-func (t *Tunnel) startACME() {
-	if t.mode != configs.ModeServer {
-		return
-	}
-	t.bg.Add(1)
-	go t.acmeLoop()
-}
-
+// acmeLoop runs, from when an ACME tunnel serves until Stop (startLoops):
+// it gets the certificate as soon as the tunnel serves (rather than on the
+// first client), and keeps Certificate and the expiry metric current.
 func (t *Tunnel) acmeLoop() {
 	defer t.bg.Done()
 	var last *acmeCert

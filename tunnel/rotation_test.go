@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestCredentialSource(t *testing.T) {
@@ -34,5 +35,49 @@ func TestSnapshotNextRotation(t *testing.T) {
 	s := timed.Snapshot()
 	if d := time.Until(s.NextRotation); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("next rotation in %v, want about an hour", d)
+	}
+}
+
+// TestTimedReloadFollowsSettings: a tunnel started without timed-reload
+// runs no reload loop; a settings change that sets it starts one, and one
+// that clears it stops the reloads.
+func TestTimedReloadFollowsSettings(t *testing.T) {
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	cfg := p.serverTunnel(backend.addr())
+	tun := start(t, cfg)
+	reloads := func() float64 { return testutil.ToFloat64(tun.m.reloads) }
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (reloads %v)", what, reloads())
+			}
+		}
+	}
+	tun.bgMu.Lock()
+	loops := tun.reloading || tun.acme
+	tun.bgMu.Unlock()
+	if loops {
+		t.Fatal("a tunnel without timed-reload or ACME runs a background loop")
+	}
+
+	cfg.TimedReload = configs.Duration(20 * time.Millisecond)
+	if err := tun.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	applied := reloads()
+	waitFor("two timed reloads", func() bool { return reloads() >= applied+2 })
+
+	cfg.TimedReload = 0
+	if err := tun.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// A timed reload already under way may still land; then none.
+	time.Sleep(50 * time.Millisecond)
+	stopped := reloads()
+	time.Sleep(200 * time.Millisecond)
+	if got := reloads(); got != stopped {
+		t.Fatalf("timed reloads went on after timed-reload was cleared: %v -> %v", stopped, got)
 	}
 }

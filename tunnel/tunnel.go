@@ -114,8 +114,13 @@ type Tunnel struct {
 
 	stopOnce sync.Once
 	stopped  chan struct{}
-	bg       sync.WaitGroup // the timed reload loop
-	acmeSrc  acmeManagers   // ACME source kept across reloads (acme.go)
+	bg       sync.WaitGroup // the timed reload and ACME loops
+	// bgMu guards starting those loops: each starts once the tunnel
+	// serves and its settings need it (most tunnels need neither), and
+	// never after Stop.
+	bgMu                     sync.Mutex
+	serving, reloading, acme bool
+	acmeSrc                  acmeManagers // ACME source kept across reloads (acme.go)
 
 	wl workloadHold // SPIFFE Workload API sources in use (spiffe.go)
 }
@@ -319,9 +324,10 @@ func (t *Tunnel) Serve() error {
 	}
 	t.setState(StateListening)
 	t.log.Log("msg", "listening for connections", "listen", t.ln.Addr().String(), "target", t.Config().Target, "mode", t.mode)
-	t.bg.Add(1)
-	go t.timedReload()
-	t.startACME()
+	t.bgMu.Lock()
+	t.serving = true
+	t.bgMu.Unlock()
+	t.startLoops(t.gen.Load())
 	var backoff time.Duration
 	for {
 		if !t.limit.acquire() {
@@ -353,9 +359,35 @@ func (t *Tunnel) Serve() error {
 
 func (t *Tunnel) release() { t.limit.release() }
 
+// startLoops starts the background loops g needs that are not running
+// yet: the timed reload when timed-reload is set, the ACME loop when the
+// certificate comes from ACME. It runs when the tunnel starts serving and
+// after every settings change; a loop, once started, runs until Stop.
+func (t *Tunnel) startLoops(g *generation) {
+	t.bgMu.Lock()
+	defer t.bgMu.Unlock()
+	select {
+	case <-t.stopped:
+		return
+	default:
+	}
+	if !t.serving {
+		return
+	}
+	if !t.reloading && g.cfg.TimedReload.D() > 0 {
+		t.reloading = true
+		t.bg.Add(1)
+		go t.timedReload()
+	}
+	if !t.acme && g.acme != nil {
+		t.acme = true
+		t.bg.Add(1)
+		go t.acmeLoop()
+	}
+}
+
 // timedReload reloads every timed-reload interval; the interval is read
-// afresh whenever the settings change, so a reload can start, change or
-// stop it.
+// afresh whenever the settings change, so a reload can change or stop it.
 func (t *Tunnel) timedReload() {
 	defer t.bg.Done()
 	for {
@@ -449,6 +481,7 @@ func (t *Tunnel) Commit(p *Prepared) {
 	case t.changed <- struct{}{}:
 	default:
 	}
+	t.startLoops(g)
 	t.m.reloads.Inc()
 	t.watchWorkloadAPI(g)
 	if na := g.creds.notAfter(); !na.IsZero() {
@@ -509,7 +542,9 @@ func (g *generation) admits(chain []*x509.Certificate) error {
 func (t *Tunnel) Stop() {
 	t.stopOnce.Do(func() {
 		t.setState(StateStopping)
+		t.bgMu.Lock() // no loop starts after this (startLoops)
 		close(t.stopped)
+		t.bgMu.Unlock()
 		t.limit.stop()
 		t.ln.Close()
 		t.log.Log("msg", "stopped accepting, draining connections")
