@@ -71,25 +71,35 @@ func loadCredentials(t *configs.Tunnel) (*credentials, error) {
 	return c, nil
 }
 
+// loadPool returns the CA bundle at path, or the system pool without one.
+// Both are shared (credcache.go) and must not be mutated.
 func loadPool(path string) (*x509.CertPool, error) {
 	if path == "" {
-		p, err := x509.SystemCertPool()
-		if err != nil {
-			return nil, fmt.Errorf("loading system CA pool: %w", err)
-		}
-		return p, nil
+		// crypto/x509 loads the system roots once per process, so every
+		// call would return a copy (~26 KB) of the same pool: share one.
+		return poolCache.load(keyOf("system roots"), func() (*x509.CertPool, error) {
+			p, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, fmt.Errorf("loading system CA pool: %w", err)
+			}
+			return p, nil
+		})
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading CA bundle: %w", err)
 	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("CA bundle %s: no PEM certificates found", path)
-	}
-	return p, nil
+	return poolCache.load(keyOf("CA bundle", data), func() (*x509.CertPool, error) {
+		p := x509.NewCertPool()
+		if !p.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("CA bundle %s: no PEM certificates found", path)
+		}
+		return p, nil
+	})
 }
 
+// loadCertKey returns the certificate and key at certPath and keyPath, with
+// Leaf set. It is shared (credcache.go) and must not be mutated.
 func loadCertKey(certPath, keyPath string) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
@@ -99,21 +109,46 @@ func loadCertKey(certPath, keyPath string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading key: %w", err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("certificate %s with key %s: %w", certPath, keyPath, err)
+	return certCache.load(keyOf("cert and key", certPEM, keyPEM), func() (*tls.Certificate, error) {
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s with key %s: %w", certPath, keyPath, err)
+		}
+		return withLeaf(&cert)
+	})
+}
+
+// withLeaf sets c.Leaf if tls.X509KeyPair left it unset (GODEBUG
+// x509keypairleaf=0), so that what is shared never needs a write later.
+func withLeaf(c *tls.Certificate) (*tls.Certificate, error) {
+	if c.Leaf != nil {
+		return c, nil
 	}
-	return &cert, nil
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	c.Leaf = leaf
+	return c, nil
 }
 
 // loadKeystore reads a PEM bundle (chain and key in one file), a PKCS#12
 // keystore or a Java JCEKS/JKS keystore (jceks.go), told apart by content
 // rather than by file name.
+//
+// The result is shared (credcache.go) and must not be mutated; the cache
+// key covers the password, so another password never finds it.
 func loadKeystore(path, pass string) (*tls.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading keystore: %w", err)
 	}
+	return certCache.load(keyOf("keystore", data, []byte(pass)), func() (*tls.Certificate, error) {
+		return parseKeystore(path, data, pass)
+	})
+}
+
+func parseKeystore(path string, data []byte, pass string) (*tls.Certificate, error) {
 	if isJavaKeystore(data) {
 		return loadJavaKeystore(path, data, pass)
 	}
@@ -163,7 +198,7 @@ func parsePEMKeystore(path string, data []byte) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keystore %s: %w", path, err)
 	}
-	return &cert, nil
+	return withLeaf(&cert)
 }
 
 // checkKeyMatches makes sure the private key belongs to the leaf, as
