@@ -59,6 +59,7 @@ type Supervisor struct {
 	reg    *prometheus.Registry
 	status *statusd.Server
 	fm     *fleetMetrics
+	fam    *tunnel.MetricFamilies // the per-tunnel series
 
 	mu       sync.Mutex
 	cfg      *configs.Config
@@ -134,6 +135,11 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 		signal.Stop(s.sigs)
 		return nil, err
 	}
+	if s.fam, err = tunnel.NewMetricFamilies(reg, cfg.MetricsPrefix); err != nil {
+		s.fm.unregister()
+		signal.Stop(s.sigs)
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 	if cfg.Path != "" {
 		data, err := os.ReadFile(cfg.Path)
 		if err == nil {
@@ -197,11 +203,7 @@ func (s *Supervisor) newTunnel(tc configs.Tunnel) (*tunnel.Tunnel, error) {
 	m := s.metrics[tc.Name]
 	fresh := m == nil
 	if fresh {
-		var err error
-		reg := prometheus.WrapRegistererWith(prometheus.Labels{"tunnel": tc.Name, "mode": tc.Mode}, s.reg)
-		if m, err = tunnel.NewMetrics(reg, s.cfg.MetricsPrefix); err != nil {
-			return nil, fmt.Errorf("registering metrics: %w", err)
-		}
+		m = s.fam.For(tc.Name, tc.Mode)
 	}
 	t, err := tunnel.New(tc, tunnel.Deps{
 		Logger:  log.With(s.log, "tunnel", tc.Name),
@@ -236,6 +238,7 @@ func (s *Supervisor) closeAll() {
 	for _, m := range s.metrics {
 		m.Unregister()
 	}
+	s.fam.Unregister()
 	s.fm.unregister()
 }
 

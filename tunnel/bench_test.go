@@ -273,10 +273,14 @@ func benchDeps(tb testing.TB, name, mode string, quiet bool) Deps {
 	}
 	tb.Cleanup(func() { f.Close() })
 	root := log.With(log.NewLogfmtLogger(log.NewSyncWriter(f)), "ts", log.DefaultTimestampUTC, "pid", os.Getpid())
+	fam, err := NewMetricFamilies(prometheus.NewRegistry(), "")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return Deps{
-		Logger:     log.With(root, "tunnel", name),
-		Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"tunnel": name, "mode": mode}, prometheus.NewRegistry()),
-		Quiet:      Quiet{Conns: quiet},
+		Logger:  log.With(root, "tunnel", name),
+		Metrics: fam.For(name, mode),
+		Quiet:   Quiet{Conns: quiet},
 	}
 }
 

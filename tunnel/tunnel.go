@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 )
@@ -43,14 +42,12 @@ type Quiet struct {
 type Deps struct {
 	// Logger carries tunnel=NAME already. Nil discards.
 	Logger log.Logger
-	// Registerer carries the tunnel and mode labels already. Nil: no metrics.
-	Registerer    prometheus.Registerer
-	MetricsPrefix string
-	Quiet         Quiet
+	Quiet  Quiet
 	// Listener, when set, is used instead of binding the configured address.
 	Listener net.Listener
-	// Metrics, when set, are used instead of registering new series: a
-	// tunnel that replaces another of the same name keeps its counters.
+	// Metrics are the tunnel's series (MetricFamilies.For); a tunnel that
+	// replaces another of the same name is given its counters. Nil: series
+	// of its own that nothing exports.
 	Metrics *Metrics
 }
 
@@ -189,9 +186,11 @@ func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 	}
 	t.m = deps.Metrics
 	if t.m == nil {
-		if t.m, err = NewMetrics(deps.Registerer, deps.MetricsPrefix); err != nil {
-			return nil, fmt.Errorf("registering metrics: %w", err)
+		fam, err := NewMetricFamilies(nil, "")
+		if err != nil {
+			return nil, err
 		}
+		t.m = fam.For(cfg.Name, cfg.Mode)
 		t.ownMetrics = true
 	}
 	t.gen.Store(g)
