@@ -90,8 +90,8 @@ func TestBytesCountersMatchTraffic(t *testing.T) {
 		t.Fatalf("echoed %d of %d: %v", got, n, err)
 	}
 	m := s.Tunnel("one").Metrics()
-	waitFor(t, "the connection to close", func() bool { return testutil.ToFloat64(m.ConnOpen()) == 0 })
-	in, out := testutil.ToFloat64(m.BytesIn()), testutil.ToFloat64(m.BytesOut())
+	waitFor(t, "the connection to close", func() bool { return m.ConnOpen() == 0 })
+	in, out := m.BytesIn(), m.BytesOut()
 	if in != n || out != n {
 		t.Fatalf("bytes counted in %v out %v, want %d each", in, out, n)
 	}

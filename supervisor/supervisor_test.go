@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
@@ -298,7 +297,7 @@ tunnels:
 	if err := echoTLS(a, f.clientTLS(nil)); err != nil {
 		t.Fatalf("tunnel a broken: %v", err)
 	}
-	if v := testutil.ToFloat64(s.Tunnel("a").Metrics().ReloadFailures()); v != 1 {
+	if v := s.Tunnel("a").Metrics().ReloadFailures(); v != 1 {
 		t.Fatalf("tunnel a reload failures = %v, want 1", v)
 	}
 }

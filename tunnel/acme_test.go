@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/acme"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
@@ -242,7 +241,7 @@ func TestACMEPebble(t *testing.T) {
 		t.Error("Certificate is not the served ACME certificate")
 	}
 	waitFor(t, 10*time.Second, "cert_not_after", func() bool {
-		return testutil.ToFloat64(tun.m.certNotAfter) == float64(leaf.NotAfter.Unix())
+		return tun.m.certNotAfter.Value() == float64(leaf.NotAfter.Unix())
 	})
 
 	// A reload with the same settings keeps the manager and its certificate.

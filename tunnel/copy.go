@@ -7,8 +7,6 @@ import (
 	"net"
 	"sync"
 	"syscall"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Buffer sizes. A streaming read takes up to readSize bytes, which a TLS
@@ -386,7 +384,7 @@ func (e *end) closeWrite() error {
 // metric follows long connections; a chunk is up to readSize bytes, so the
 // cost is one atomic add per system call at most. It returns the bytes
 // written and the error that ended the copy (nil for a clean EOF).
-func (e *end) copyTo(dst *end, counter prometheus.Counter) (int64, error) {
+func (e *end) copyTo(dst *end, counter *Counter) (int64, error) {
 	var total int64
 	var err error
 	if e.tls == nil {
@@ -400,7 +398,7 @@ func (e *end) copyTo(dst *end, counter prometheus.Counter) (int64, error) {
 	return total, dst.closeWrite()
 }
 
-func (e *end) copyPlain(dst *end, counter prometheus.Counter) (int64, error) {
+func (e *end) copyPlain(dst *end, counter *Counter) (int64, error) {
 	var total int64
 	for {
 		buf, n, rerr := e.sock.readIdle()
@@ -408,7 +406,7 @@ func (e *end) copyPlain(dst *end, counter prometheus.Counter) (int64, error) {
 			w, werr := dst.write((*buf)[:n])
 			putBuf(buf)
 			total += int64(w)
-			counter.Add(float64(w))
+			counter.Add(uint64(w))
 			if werr != nil {
 				return total, werr
 			}
@@ -425,7 +423,7 @@ func (e *end) copyPlain(dst *end, counter prometheus.Counter) (int64, error) {
 // copyTLS reads the TLS side: it waits in fill, holding no buffer, then
 // decrypts all that was read into one pooled buffer and writes it with one
 // system call, where a plain tls.Conn.Read loop writes once per record.
-func (e *end) copyTLS(dst *end, counter prometheus.Counter) (int64, error) {
+func (e *end) copyTLS(dst *end, counter *Counter) (int64, error) {
 	s := e.sock
 	s.afterHandshake = true
 	defer s.dropReadAhead()
@@ -447,7 +445,7 @@ func (e *end) copyTLS(dst *end, counter prometheus.Counter) (int64, error) {
 		if n > 0 {
 			w, werr := dst.write((*buf)[:n])
 			total += int64(w)
-			counter.Add(float64(w))
+			counter.Add(uint64(w))
 			if werr != nil {
 				putBuf(buf)
 				return total, werr

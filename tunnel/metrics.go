@@ -1,89 +1,70 @@
 package tunnel
 
 import (
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// MetricFamilies are the per-tunnel series of one process: a labelled
-// vector (tunnel, mode) per metric, registered once. A tunnel's Metrics are
-// its children, resolved when the tunnel is created, so the connection path
-// only touches resolved counters, and a tunnel costs its children alone:
-// no descriptors, registrations or label wrapping of its own (a fleet of a
-// thousand tunnels would otherwise hold 15,000 collectors).
+// MetricFamilies are the per-tunnel series of one process, exported as one
+// Prometheus collector: a family per metric, labelled tunnel and mode. A
+// tunnel's Metrics are plain atomic values that the collector reads at each
+// scrape, so a tunnel costs about a kilobyte: no descriptors, label pairs,
+// registrations or client-library children of its own (a fleet of a
+// thousand tunnels would otherwise hold 15,000 of them).
 type MetricFamilies struct {
-	accepts        *prometheus.CounterVec
-	acceptSuccess  *prometheus.CounterVec
-	acceptError    *prometheus.CounterVec
-	acceptTimeout  *prometheus.CounterVec
-	connOpen       *prometheus.GaugeVec
-	connTimeout    *prometheus.CounterVec
-	handshake      *prometheus.HistogramVec
-	lifetime       *prometheus.HistogramVec
-	bytes          *prometheus.CounterVec // plus direction
-	reloads        *prometheus.CounterVec
-	reloadFailures *prometheus.CounterVec
-	reauthClosed   *prometheus.CounterVec
-	backendUp      *prometheus.GaugeVec
-	certNotAfter   *prometheus.GaugeVec
+	accepts, acceptSuccess, acceptError, acceptTimeout *prometheus.Desc
+	connOpen, connTimeout                              *prometheus.Desc
+	handshake, lifetime                                *prometheus.Desc
+	bytes                                              *prometheus.Desc // plus direction
+	reloads, reloadFailures, reauthClosed              *prometheus.Desc
+	backendUp, certNotAfter                            *prometheus.Desc
 
-	all []prometheus.Collector
-	reg prometheus.Registerer
+	handshakeBuckets, lifetimeBuckets []float64
+
+	mu      sync.Mutex
+	tunnels map[*Metrics]struct{}
+	reg     prometheus.Registerer
 }
 
-// tunnelLabels are the labels every per-tunnel series carries.
-var tunnelLabels = []string{"tunnel", "mode"}
-
 // NewMetricFamilies creates the per-tunnel metric families and registers
-// them on reg; reg may be nil (series kept but not exported).
+// them on reg; reg may be nil (values kept but not exported).
 func NewMetricFamilies(reg prometheus.Registerer, prefix string) (*MetricFamilies, error) {
 	if prefix == "" {
 		prefix = "ghostunnel"
 	}
-	counter := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: prefix, Name: name, Help: help}, tunnelLabels)
-	}
-	gauge := func(name, help string) *prometheus.GaugeVec {
-		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: prefix, Name: name, Help: help}, tunnelLabels)
+	labels := []string{"tunnel", "mode"}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(prefix, "", name), help, labels, nil)
 	}
 	f := &MetricFamilies{
-		accepts:       counter("accept_total", "Connections accepted on the listener."),
-		acceptSuccess: counter("accept_success_total", "Connections that completed the handshake and reached the target."),
-		acceptError:   counter("accept_error_total", "Connections that failed the handshake, access control or the backend dial."),
-		acceptTimeout: counter("accept_timeout_total", "Connections whose handshake or backend dial timed out."),
-		connOpen:      gauge("conn_open", "Connections currently open (handshake done, target connected)."),
-		connTimeout:   counter("conn_timeout_total", "Open connections closed by the close timeout or the maximum lifetime."),
-		handshake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: prefix, Name: "conn_handshake_seconds",
-			Help:    "Time to complete the TLS handshake (and, in client mode, the dial).",
-			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
-		}, tunnelLabels),
-		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: prefix, Name: "conn_lifetime_seconds",
-			Help:    "Lifetime of proxied connections.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
-		}, tunnelLabels),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: prefix, Name: "bytes_total",
-			Help: "Bytes proxied; direction in is from the listener's peer to the target, out is back.",
-		}, append(tunnelLabels[:len(tunnelLabels):len(tunnelLabels)], "direction")),
-		reloads:        counter("reload_total", "Successful credential reloads."),
-		reloadFailures: counter("reload_failures_total", "Failed credential reloads (the old credentials stay)."),
-		reauthClosed:   counter("conn_reauthorize_closed_total", "Open connections closed because a reload's new access rules refuse their peer (reauthorize: true)."),
-		backendUp:      gauge("backend_up", "1 when the last backend health check passed, 0 when it failed."),
-		certNotAfter:   gauge("cert_not_after_seconds", "Expiry of the tunnel's current certificate, as a Unix timestamp."),
-		reg:            reg,
+		accepts:       desc("accept_total", "Connections accepted on the listener."),
+		acceptSuccess: desc("accept_success_total", "Connections that completed the handshake and reached the target."),
+		acceptError:   desc("accept_error_total", "Connections that failed the handshake, access control or the backend dial."),
+		acceptTimeout: desc("accept_timeout_total", "Connections whose handshake or backend dial timed out."),
+		connOpen:      desc("conn_open", "Connections currently open (handshake done, target connected)."),
+		connTimeout:   desc("conn_timeout_total", "Open connections closed by the close timeout or the maximum lifetime."),
+		handshake:     desc("conn_handshake_seconds", "Time to complete the TLS handshake (and, in client mode, the dial)."),
+		lifetime:      desc("conn_lifetime_seconds", "Lifetime of proxied connections."),
+		bytes: prometheus.NewDesc(prometheus.BuildFQName(prefix, "", "bytes_total"),
+			"Bytes proxied; direction in is from the listener's peer to the target, out is back.",
+			[]string{"tunnel", "mode", "direction"}, nil),
+		reloads:          desc("reload_total", "Successful credential reloads."),
+		reloadFailures:   desc("reload_failures_total", "Failed credential reloads (the old credentials stay)."),
+		reauthClosed:     desc("conn_reauthorize_closed_total", "Open connections closed because a reload's new access rules refuse their peer (reauthorize: true)."),
+		backendUp:        desc("backend_up", "1 when the last backend health check passed, 0 when it failed."),
+		certNotAfter:     desc("cert_not_after_seconds", "Expiry of the tunnel's current certificate, as a Unix timestamp."),
+		handshakeBuckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+		lifetimeBuckets:  prometheus.ExponentialBuckets(0.001, 4, 12),
+		tunnels:          make(map[*Metrics]struct{}),
+		reg:              reg,
 	}
-	f.all = []prometheus.Collector{f.accepts, f.acceptSuccess, f.acceptError, f.acceptTimeout,
-		f.connOpen, f.connTimeout, f.handshake, f.lifetime, f.bytes, f.reloads, f.reloadFailures,
-		f.reauthClosed, f.backendUp, f.certNotAfter}
 	if reg != nil {
-		for i, c := range f.all {
-			if err := reg.Register(c); err != nil {
-				for _, r := range f.all[:i] {
-					reg.Unregister(r)
-				}
-				return nil, err
-			}
+		if err := reg.Register(f); err != nil {
+			return nil, err
 		}
 	}
 	return f, nil
@@ -91,57 +72,81 @@ func NewMetricFamilies(reg prometheus.Registerer, prefix string) (*MetricFamilie
 
 // Unregister removes the families from their registry.
 func (f *MetricFamilies) Unregister() {
-	if f.reg == nil {
-		return
+	if f.reg != nil {
+		f.reg.Unregister(f)
 	}
-	for _, c := range f.all {
-		f.reg.Unregister(c)
+}
+
+// Describe implements prometheus.Collector.
+func (f *MetricFamilies) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{f.accepts, f.acceptSuccess, f.acceptError, f.acceptTimeout,
+		f.connOpen, f.connTimeout, f.handshake, f.lifetime, f.bytes, f.reloads, f.reloadFailures,
+		f.reauthClosed, f.backendUp, f.certNotAfter} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: every live tunnel's values.
+func (f *MetricFamilies) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	ms := make([]*Metrics, 0, len(f.tunnels))
+	for m := range f.tunnels {
+		ms = append(ms, m)
+	}
+	f.mu.Unlock()
+	for _, m := range ms {
+		counter := func(d *prometheus.Desc, c *Counter) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, c.Value(), m.name, m.mode)
+		}
+		gauge := func(d *prometheus.Desc, g *Gauge) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, g.Value(), m.name, m.mode)
+		}
+		counter(f.accepts, &m.accepts)
+		counter(f.acceptSuccess, &m.acceptSuccess)
+		counter(f.acceptError, &m.acceptError)
+		counter(f.acceptTimeout, &m.acceptTimeout)
+		gauge(f.connOpen, &m.connOpen)
+		counter(f.connTimeout, &m.connTimeout)
+		ch <- m.handshake.metric(f.handshake, f.handshakeBuckets, m.name, m.mode)
+		ch <- m.lifetime.metric(f.lifetime, f.lifetimeBuckets, m.name, m.mode)
+		ch <- prometheus.MustNewConstMetric(f.bytes, prometheus.CounterValue, m.bytesIn.Value(), m.name, m.mode, "in")
+		ch <- prometheus.MustNewConstMetric(f.bytes, prometheus.CounterValue, m.bytesOut.Value(), m.name, m.mode, "out")
+		counter(f.reloads, &m.reloads)
+		counter(f.reloadFailures, &m.reloadFailures)
+		counter(f.reauthClosed, &m.reauthClosed)
+		gauge(f.backendUp, &m.backendUp)
+		gauge(f.certNotAfter, &m.certNotAfter)
 	}
 }
 
 // For creates the series of the tunnel name in mode (they appear at zero).
 func (f *MetricFamilies) For(name, mode string) *Metrics {
-	lv := []string{name, mode}
-	return &Metrics{
-		accepts:        f.accepts.WithLabelValues(lv...),
-		acceptSuccess:  f.acceptSuccess.WithLabelValues(lv...),
-		acceptError:    f.acceptError.WithLabelValues(lv...),
-		acceptTimeout:  f.acceptTimeout.WithLabelValues(lv...),
-		connOpen:       f.connOpen.WithLabelValues(lv...),
-		connTimeout:    f.connTimeout.WithLabelValues(lv...),
-		handshake:      f.handshake.WithLabelValues(lv...),
-		lifetime:       f.lifetime.WithLabelValues(lv...),
-		bytesIn:        f.bytes.WithLabelValues(name, mode, "in"),
-		bytesOut:       f.bytes.WithLabelValues(name, mode, "out"),
-		reloads:        f.reloads.WithLabelValues(lv...),
-		reloadFailures: f.reloadFailures.WithLabelValues(lv...),
-		reauthClosed:   f.reauthClosed.WithLabelValues(lv...),
-		backendUp:      f.backendUp.WithLabelValues(lv...),
-		certNotAfter:   f.certNotAfter.WithLabelValues(lv...),
-		fam:            f,
-		name:           name,
-		mode:           mode,
-	}
+	m := &Metrics{fam: f, name: name, mode: mode}
+	m.handshake.init(f.handshakeBuckets)
+	m.lifetime.init(f.lifetimeBuckets)
+	f.mu.Lock()
+	f.tunnels[m] = struct{}{}
+	f.mu.Unlock()
+	return m
 }
 
-// Metrics are one tunnel's series: its children of the process's
-// MetricFamilies.
+// Metrics are one tunnel's series.
 type Metrics struct {
-	accepts        prometheus.Counter
-	acceptSuccess  prometheus.Counter
-	acceptError    prometheus.Counter
-	acceptTimeout  prometheus.Counter
-	connOpen       prometheus.Gauge
-	connTimeout    prometheus.Counter
-	handshake      prometheus.Observer
-	lifetime       prometheus.Observer
-	bytesIn        prometheus.Counter // from the listener's peer towards the target
-	bytesOut       prometheus.Counter // from the target back to the listener's peer
-	reloads        prometheus.Counter
-	reloadFailures prometheus.Counter
-	reauthClosed   prometheus.Counter
-	backendUp      prometheus.Gauge
-	certNotAfter   prometheus.Gauge
+	accepts        Counter
+	acceptSuccess  Counter
+	acceptError    Counter
+	acceptTimeout  Counter
+	connOpen       Gauge
+	connTimeout    Counter
+	handshake      Histogram
+	lifetime       Histogram
+	bytesIn        Counter // from the listener's peer towards the target
+	bytesOut       Counter // from the target back to the listener's peer
+	reloads        Counter
+	reloadFailures Counter
+	reauthClosed   Counter
+	backendUp      Gauge
+	certNotAfter   Gauge
 
 	fam        *MetricFamilies
 	name, mode string
@@ -149,21 +154,81 @@ type Metrics struct {
 
 // Unregister removes the tunnel's series, when the tunnel goes away.
 func (m *Metrics) Unregister() {
-	f := m.fam
-	for _, v := range []*prometheus.MetricVec{f.accepts.MetricVec, f.acceptSuccess.MetricVec,
-		f.acceptError.MetricVec, f.acceptTimeout.MetricVec, f.connOpen.MetricVec, f.connTimeout.MetricVec,
-		f.handshake.MetricVec, f.lifetime.MetricVec, f.reloads.MetricVec, f.reloadFailures.MetricVec,
-		f.reauthClosed.MetricVec, f.backendUp.MetricVec, f.certNotAfter.MetricVec} {
-		v.DeleteLabelValues(m.name, m.mode)
-	}
-	f.bytes.DeleteLabelValues(m.name, m.mode, "in")
-	f.bytes.DeleteLabelValues(m.name, m.mode, "out")
+	m.fam.mu.Lock()
+	delete(m.fam.tunnels, m)
+	m.fam.mu.Unlock()
 }
 
 // ReloadFailures counts failed reloads (for tests and fleet summaries).
-func (m *Metrics) ReloadFailures() prometheus.Counter { return m.reloadFailures }
+func (m *Metrics) ReloadFailures() float64 { return m.reloadFailures.Value() }
 
-// ConnOpen, BytesIn and BytesOut expose series for tests and summaries.
-func (m *Metrics) ConnOpen() prometheus.Gauge   { return m.connOpen }
-func (m *Metrics) BytesIn() prometheus.Counter  { return m.bytesIn }
-func (m *Metrics) BytesOut() prometheus.Counter { return m.bytesOut }
+// ConnOpen, BytesIn and BytesOut are current values, for tests and
+// summaries.
+func (m *Metrics) ConnOpen() float64 { return m.connOpen.Value() }
+func (m *Metrics) BytesIn() float64  { return m.bytesIn.Value() }
+func (m *Metrics) BytesOut() float64 { return m.bytesOut.Value() }
+
+// Counter is a monotonic count.
+type Counter struct{ n atomic.Uint64 }
+
+func (c *Counter) Inc()           { c.n.Add(1) }
+func (c *Counter) Add(n uint64)   { c.n.Add(n) }
+func (c *Counter) Value() float64 { return float64(c.n.Load()) }
+
+// Gauge is a value that goes up and down.
+type Gauge struct{ bits atomic.Uint64 }
+
+func (g *Gauge) Set(v float64)  { g.bits.Store(math.Float64bits(v)) }
+func (g *Gauge) Inc()           { g.add(1) }
+func (g *Gauge) Dec()           { g.add(-1) }
+func (g *Gauge) Value() float64 { return math.Float64frombits(g.bits.Load()) }
+
+func (g *Gauge) add(d float64) {
+	for {
+		old := g.bits.Load()
+		if g.bits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+d)) {
+			return
+		}
+	}
+}
+
+// Histogram counts observations in fixed buckets (shared by every tunnel
+// through MetricFamilies), plus their sum.
+type Histogram struct {
+	upper  []float64       // bucket upper bounds, shared
+	counts []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sum    Gauge
+}
+
+func (h *Histogram) init(upper []float64) {
+	h.upper = upper
+	h.counts = make([]atomic.Uint64, len(upper)+1)
+}
+
+// Observe adds one observation.
+func (h *Histogram) Observe(v float64) {
+	h.counts[sort.SearchFloat64s(h.upper, v)].Add(1)
+	h.sum.add(v)
+}
+
+// Count is the number of observations.
+func (h *Histogram) Count() uint64 {
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
+}
+
+// metric is the histogram as a constant metric. The count is the buckets'
+// total, so the exposition is consistent even while observations land.
+func (h *Histogram) metric(d *prometheus.Desc, upper []float64, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(upper))
+	var cum uint64
+	for i, ub := range upper {
+		cum += h.counts[i].Load()
+		buckets[ub] = cum
+	}
+	cum += h.counts[len(upper)].Load()
+	return prometheus.MustNewConstHistogram(d, cum, h.sum.Value(), buckets, labels...)
+}

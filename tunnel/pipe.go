@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 )
 
@@ -142,8 +141,8 @@ func (t *Tunnel) handle(c net.Conn) {
 		t.log.Log("msg", "opening pipe", "from", p.from, "to", p.to, "peer", peer)
 	}
 	p.halves.Store(2)
-	go p.pump(front, back, &p.in, t.m.bytesIn)
-	go p.pump(back, front, &p.out, t.m.bytesOut)
+	go p.pump(front, back, &p.in, &t.m.bytesIn)
+	go p.pump(back, front, &p.out, &t.m.bytesOut)
 }
 
 func (p *pipe) setDeadline(d time.Time) {
@@ -154,7 +153,7 @@ func (p *pipe) setDeadline(d time.Time) {
 // pump copies one direction, counting bytes into total and the metric.
 // The first direction to finish cleanly leaves the other the close timeout
 // to finish; one that fails closes both.
-func (p *pipe) pump(src, dst *end, total *int64, counter prometheus.Counter) {
+func (p *pipe) pump(src, dst *end, total *int64, counter *Counter) {
 	n, err := src.copyTo(dst, counter)
 	*total = n // published to finish by the halves.Add below
 	if err != nil && isTimeout(err) {

@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -52,7 +50,7 @@ func TestReauthorize(t *testing.T) {
 	if got, err := roundTrip(keep, "still fine"); err != nil || got != "still fine" {
 		t.Fatalf("admitted peer's connection: %q %v", got, err)
 	}
-	if v := testutil.ToFloat64(tun.m.reauthClosed); v != 1 {
+	if v := tun.m.reauthClosed.Value(); v != 1 {
 		t.Fatalf("reauthorize closed %v connections, want 1", v)
 	}
 

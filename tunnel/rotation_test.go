@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestCredentialSource(t *testing.T) {
@@ -46,7 +45,7 @@ func TestTimedReloadFollowsSettings(t *testing.T) {
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 	cfg := p.serverTunnel(backend.addr())
 	tun := start(t, cfg)
-	reloads := func() float64 { return testutil.ToFloat64(tun.m.reloads) }
+	reloads := func() float64 { return tun.m.reloads.Value() }
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {

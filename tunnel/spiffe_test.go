@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testspiffe"
@@ -70,7 +68,7 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 	if c := server.Certificate(); c == nil || c.Leaf.SerialNumber.Cmp(srvLeaf.Cert.SerialNumber) != 0 {
 		t.Fatalf("server Certificate() is not the SVID")
 	}
-	if got := testutil.ToFloat64(server.m.certNotAfter); got != float64(srvLeaf.Cert.NotAfter.Unix()) {
+	if got := server.m.certNotAfter.Value(); got != float64(srvLeaf.Cert.NotAfter.Unix()) {
 		t.Errorf("cert_not_after = %v, want %v", got, srvLeaf.Cert.NotAfter.Unix())
 	}
 
@@ -108,7 +106,7 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 		return c != nil && c.Leaf.SerialNumber.Cmp(newLeaf.Cert.SerialNumber) == 0
 	})
 	waitSPIFFE(t, "cert_not_after of the rotated SVID", func() bool {
-		return testutil.ToFloat64(server.m.certNotAfter) == float64(newAfter.Unix())
+		return server.m.certNotAfter.Value() == float64(newAfter.Unix())
 	})
 	if got, err := roundTrip(c1, "still there"); err != nil || got != "still there" {
 		t.Fatalf("open connection after rotation: %q, %v", got, err)
