@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
