@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // Limits and syntax of tunnel names.
@@ -307,13 +305,16 @@ func (v *validator) workloadAPI(i int, t *Tunnel) bool {
 		}
 		return false
 	}
+	if !hasSPIFFE {
+		v.at(i, "use-workload-api", "this build has no SPIFFE Workload API support (built with -tags nospiffe)")
+	}
 	for _, key := range []string{"keystore", "cert", "key", "pkcs11-module"} {
 		if isSet(t, key) {
 			v.at(i, "use-workload-api", "{use-workload-api} is mutually exclusive with {%s}", key)
 		}
 	}
 	if t.UseWorkloadAPIAddr != "" {
-		if err := workloadapi.ValidateAddress(t.UseWorkloadAPIAddr); err != nil {
+		if err := validateWorkloadAddr(t.UseWorkloadAPIAddr); err != nil {
 			v.at(i, "use-workload-api-addr", "invalid address %q: %v (want unix:///PATH or tcp://IP:PORT)", t.UseWorkloadAPIAddr, err)
 		}
 	}
@@ -433,6 +434,9 @@ func (v *validator) policy(i int, bundle, query, bundleKey, queryKey string) boo
 			key = bundleKey
 		}
 		v.at(i, key, "{%s} and {%s} have to be used together", bundleKey, queryKey)
+	}
+	if bundle != "" && !hasOPA {
+		v.at(i, bundleKey, "this build has no OPA policy support (built with -tags noopa)")
 	}
 	return bundle != "" || query != ""
 }

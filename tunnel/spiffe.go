@@ -12,12 +12,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 )
@@ -28,8 +26,10 @@ const DefaultWorkloadAPITimeout = 10 * time.Minute
 
 // workloadState is one update of the Workload API, immutable.
 type workloadState struct {
-	x509 *workloadapi.X509Context
 	cert *tls.Certificate // the default SVID as presented in handshakes
+	// verify checks a peer's chain as an X.509 SVID against this update's
+	// bundle of the peer's trust domain.
+	verify func(chain []*x509.Certificate) error
 }
 
 // workloadSource is one watch of a Workload API address, shared by every
@@ -39,7 +39,7 @@ type workloadSource struct {
 	refs int // guarded by workloadSources.mu
 
 	cancel context.CancelFunc
-	client *workloadapi.Client
+	client io.Closer     // the Workload API client (spiffe_workloadapi.go)
 	done   chan struct{} // closed when the watch has ended for good
 
 	state     atomic.Pointer[workloadState]
@@ -63,11 +63,11 @@ var workloadSources = struct {
 func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource, error) {
 	if addr == "" {
 		var ok bool
-		if addr, ok = workloadapi.GetDefaultAddress(); !ok || addr == "" {
-			return nil, errors.New("workload API: no address: set use-workload-api-addr or $" + workloadapi.SocketEnv)
+		if addr, ok = defaultWorkloadAddr(); !ok || addr == "" {
+			return nil, errors.New("workload API: no address: set use-workload-api-addr or $SPIFFE_ENDPOINT_SOCKET")
 		}
 	}
-	if err := workloadapi.ValidateAddress(addr); err != nil {
+	if err := validateWorkloadAddr(addr); err != nil {
 		return nil, fmt.Errorf("workload API address %q: %w", addr, err)
 	}
 	if timeout <= 0 {
@@ -109,39 +109,9 @@ func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource,
 	return nil, fmt.Errorf("workload API %s: no X.509 SVID within %s: %s", addr, timeout, why)
 }
 
-func startWorkloadSource(addr string) (*workloadSource, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("workload API %s: %w", addr, err)
-	}
-	s := &workloadSource{addr: addr, cancel: cancel, client: client,
-		done: make(chan struct{}), ready: make(chan struct{}), subs: make(map[chan struct{}]struct{})}
-	go func() {
-		defer close(s.done)
-		// Retries with backoff until the context ends (or the agent
-		// refuses the request as invalid).
-		err := client.WatchX509Context(ctx, s)
-		if err != nil && ctx.Err() == nil {
-			s.OnX509ContextWatchError(err)
-		}
-	}()
-	return s, nil
-}
-
-// OnX509ContextUpdate publishes a new SVID and bundle set and tells the
-// subscribed tunnels (workloadapi.X509ContextWatcher).
-func (s *workloadSource) OnX509ContextUpdate(c *workloadapi.X509Context) {
-	if c == nil || len(c.SVIDs) == 0 || c.Bundles == nil {
-		return
-	}
-	svid := c.DefaultSVID()
-	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
-	for _, x := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, x.Raw)
-	}
-	s.state.Store(&workloadState{x509: c, cert: cert})
+// publish makes st the current update and tells the subscribed tunnels.
+func (s *workloadSource) publish(st *workloadState) {
+	s.state.Store(st)
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.mu.Lock()
 	for ch := range s.subs {
@@ -153,9 +123,9 @@ func (s *workloadSource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	s.mu.Unlock()
 }
 
-// OnX509ContextWatchError records the error for the timeout message; the
-// watch retries by itself (workloadapi.X509ContextWatcher).
-func (s *workloadSource) OnX509ContextWatchError(err error) {
+// watchError records the error for the timeout message; the watch retries
+// by itself.
+func (s *workloadSource) watchError(err error) {
 	if err == nil {
 		return
 	}
@@ -209,8 +179,7 @@ func (s *workloadSource) verifyPeer(chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return errors.New("peer presented no certificate")
 	}
-	_, _, err := x509svid.Verify(chain, st.x509.Bundles)
-	return err
+	return st.verify(chain)
 }
 
 // workloadHold is a tunnel's share of the registry: the sources its

@@ -90,6 +90,13 @@ func startProc(t testing.TB, env []string, args ...string) *proc {
 func startProcWith(t testing.TB, env []string, wrapper []string, args ...string) *proc {
 	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), binary(t)), args...)
+	return startArgv(t, env, argv...)
+}
+
+// startArgv runs argv (a binary and its arguments) as a proc.
+func startArgv(t testing.TB, env []string, argv ...string) *proc {
+	t.Helper()
+	args := argv[1:]
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{t: t, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
