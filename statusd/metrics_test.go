@@ -320,31 +320,3 @@ func TestJSONNames(t *testing.T) {
 		}
 	}
 }
-
-// TestScrapeRunsBackendChecks: every metrics path runs the backend checks
-// (as /_status does), so backend_up is current for a deployment that only
-// scrapes; results are reused within CheckCacheTTL, and a hung backend
-// delays a scrape by the check timeout at most.
-func TestScrapeRunsBackendChecks(t *testing.T) {
-	f := newFleet(t)
-	s := serve(t, Config{Addr: "127.0.0.1:0", Source: f.source, Gatherer: f.registry,
-		CheckCacheTTL: -1, CheckTimeout: 300 * time.Millisecond})
-	e := httpsEndpoint(t, s, f.ca.Pool())
-	for _, path := range []string{"/_metrics", "/_metrics/json", "/_metrics/prometheus", "/_metrics?format=prometheus"} {
-		before := f.alpha.checks.Load()
-		if code, _, _ := e.get(t, path); code != http.StatusOK {
-			t.Fatalf("GET %s: %d", path, code)
-		}
-		if f.alpha.checks.Load() == before {
-			t.Errorf("GET %s ran no backend check", path)
-		}
-	}
-	f.beta.setCheck(nil, time.Minute) // hung backend
-	start := time.Now()
-	if code, _, _ := e.get(t, "/_metrics/prometheus"); code != http.StatusOK {
-		t.Fatalf("scrape with a hung backend: %d", code)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("scrape with a hung backend took %v", d)
-	}
-}

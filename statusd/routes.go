@@ -15,15 +15,15 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/_status", s.handleStatus)
 	mux.HandleFunc("/_status/{name...}", s.handleTunnelStatus)
 
-	mux.HandleFunc("/_metrics", s.checked(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/_metrics", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("format") == "prometheus" {
 			s.metrics.prometheus.ServeHTTP(w, r)
 			return
 		}
 		s.metrics.serveJSON(w, r)
-	}))
-	mux.HandleFunc("/_metrics/json", s.checked(s.metrics.serveJSON))
-	mux.HandleFunc("/_metrics/prometheus", s.checked(s.metrics.prometheus.ServeHTTP))
+	})
+	mux.HandleFunc("/_metrics/json", s.metrics.serveJSON)
+	mux.Handle("/_metrics/prometheus", s.metrics.prometheus)
 
 	if s.cfg.EnablePprof {
 		// Index also serves the named profiles (goroutine, heap, ...).
@@ -75,16 +75,4 @@ func (s *Server) handleShutdown(w http.ResponseWriter, r *http.Request) {
 		level.Info(s.logger).Log("msg", "shutdown was requested via status endpoint", "remote", r.RemoteAddr)
 		s.cfg.Shutdown()
 	})
-}
-
-// checked runs the backend checks before h, as /_status does, so that a
-// scrape's backend_up series are current: checks run on demand, each
-// tunnel's coalesced with concurrent requests and reused for CheckCacheTTL,
-// and a deployment that only scrapes metrics would otherwise see the values
-// of the last /_status request.
-func (s *Server) checked(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.checks.check(r.Context(), nonNil(s.cfg.Source.Tunnels()), true)
-		h(w, r)
-	}
 }
