@@ -55,7 +55,7 @@ func NewMetricFamilies(reg prometheus.Registerer, prefix string) (*MetricFamilie
 		reloads:          desc("reload_total", "Successful credential reloads."),
 		reloadFailures:   desc("reload_failures_total", "Failed credential reloads (the old credentials stay)."),
 		reauthClosed:     desc("conn_reauthorize_closed_total", "Open connections closed because a reload's new access rules refuse their peer (reauthorize: true)."),
-		backendUp:        desc("backend_up", "1 when the last backend health check passed, 0 when it failed."),
+		backendUp:        desc("backend_up", "1 when the tunnel last reached its backend (a proxied connection or a health check), 0 when that failed."),
 		certNotAfter:     desc("cert_not_after_seconds", "Expiry of the tunnel's current certificate, as a Unix timestamp."),
 		handshakeBuckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
 		lifetimeBuckets:  prometheus.ExponentialBuckets(0.001, 4, 12),

@@ -86,6 +86,7 @@ func (t *Tunnel) handle(c net.Conn) {
 		t.m.handshake.Observe(time.Since(start).Seconds())
 		d := net.Dialer{Deadline: deadline}
 		bc, err := d.Dial(g.dialNet, g.dialAddr)
+		t.backendReached(err == nil)
 		if err != nil {
 			fail("error on dial", err, t.quiet.ConnErrs)
 			return
@@ -109,6 +110,7 @@ func (t *Tunnel) handle(c net.Conn) {
 		}
 	default:
 		s, tc, err := g.dialTLS(deadline)
+		t.backendReached(err == nil)
 		switch {
 		case err == nil:
 		case tc == nil:

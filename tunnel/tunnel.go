@@ -594,12 +594,22 @@ func (t *Tunnel) Metrics() *Metrics { return t.m }
 // full TLS handshake with it (client mode).
 func (t *Tunnel) CheckBackend(ctx context.Context) error {
 	err := t.checkBackend(ctx)
-	if err != nil {
-		t.m.backendUp.Set(0)
-	} else {
-		t.m.backendUp.Set(1)
-	}
+	t.backendReached(err == nil)
 	return err
+}
+
+// backendReached records in backend_up whether the tunnel could just reach
+// its backend, by a health check or by a connection it proxies (a dial, and
+// in client mode the TLS handshake): the gauge follows traffic without
+// checks of its own, which would open connections to every backend.
+func (t *Tunnel) backendReached(ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	if t.m.backendUp.Value() != v {
+		t.m.backendUp.Set(v)
+	}
 }
 
 func (t *Tunnel) checkBackend(ctx context.Context) error {

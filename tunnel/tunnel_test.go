@@ -711,3 +711,45 @@ func TestKeystores(t *testing.T) {
 		}
 	})
 }
+
+// TestBackendUpFollowsConnections: backend_up follows the tunnel's own
+// connections to the backend, with no health check run: a refused dial
+// sets it to 0, the next successful one back to 1.
+func TestBackendUpFollowsConnections(t *testing.T) {
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	cfg := p.serverTunnel(backend.addr())
+	tun := start(t, cfg)
+	if err := echoOK(tun.Addr().String(), p.clientTLS()); err != nil {
+		t.Fatal(err)
+	}
+	if v := tun.m.backendUp.Value(); v != 1 {
+		t.Fatalf("after a proxied connection, backend_up = %v", v)
+	}
+	// The same tunnel pointed at a port nothing listens on.
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Target = dead.Addr().String()
+	dead.Close()
+	if err := tun.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOK(tun.Addr().String(), p.clientTLS()); err == nil {
+		t.Fatal("a connection went through to a closed backend")
+	}
+	if v := tun.m.backendUp.Value(); v != 0 {
+		t.Fatalf("after a refused backend dial, backend_up = %v", v)
+	}
+	cfg.Target = backend.addr()
+	if err := tun.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOK(tun.Addr().String(), p.clientTLS()); err != nil {
+		t.Fatal(err)
+	}
+	if v := tun.m.backendUp.Value(); v != 1 {
+		t.Fatalf("after the backend came back, backend_up = %v", v)
+	}
+}
