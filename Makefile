@@ -8,9 +8,10 @@ FUZZTIME  ?= 5s
 
 .PHONY: all build build-lite run example-pki test test-short fuzz bench soak lint clean
 
-# A build without the OPA policy engine and the SPIFFE Workload API client
-# (and their gRPC/protobuf dependencies): a smaller binary and less memory,
-# for fleets that use neither. Their settings are refused with a clear error.
+# A static build without the OPA policy engine, the SPIFFE Workload API
+# client (and their gRPC/protobuf dependencies) and PKCS#11 (cgo): a
+# smaller binary and less memory, for fleets that use none of them. Their
+# settings are refused with a clear error.
 LITE_TAGS := noopa,nospiffe
 
 all: build
@@ -19,7 +20,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ghostunnel
 
 build-lite:
-	$(GO) build -trimpath -tags '$(LITE_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)-lite ./cmd/ghostunnel
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(LITE_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)-lite ./cmd/ghostunnel
 
 # Throwaway certificates for configs/example.yaml, made afresh each run
 # (valid 30 days, never committed).
