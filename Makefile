@@ -52,6 +52,7 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./tunnel/ ./statusd/ ./supervisor/
+	$(GO) test -run '^$$' -bench FleetBinary -benchtime 3x ./cmd/ghostunnel/
 
 # The long variants of the fault and load tests.
 soak:
