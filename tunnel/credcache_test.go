@@ -183,12 +183,17 @@ func TestCredCacheCollectable(t *testing.T) {
 // reference to it.
 func loadAndDrop(t *testing.T, p *pki, keystore string) (certKey, poolKey, storeKey credKey) {
 	cfg := p.serverTunnel("127.0.0.1:1")
-	if _, err := loadCredentials(&cfg); err != nil {
+	creds, err := loadCredentials(&cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadKeystore(keystore, "pw"); err != nil {
+	store, err := loadKeystore(keystore, "pw")
+	if err != nil {
 		t.Fatal(err)
 	}
+	// Held until checked: a collection in between could run the cleanups.
+	defer runtime.KeepAlive(creds)
+	defer runtime.KeepAlive(store)
 	certKey = keyOf("cert and key", readFile(t, p.server.CertFile), readFile(t, p.server.KeyFile))
 	poolKey = keyOf("CA bundle", readFile(t, p.ca.CAFile))
 	storeKey = keyOf("keystore", readFile(t, keystore), []byte("pw"))
