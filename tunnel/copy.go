@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -123,7 +124,7 @@ func (s *sock) tryRead(fd uintptr) bool {
 		s.rbuf = getBuf(s.streaming)
 	}
 	for {
-		n, err := syscall.Read(int(fd), readLen(s.rbuf))
+		n, err := rawRead(fd, readLen(s.rbuf))
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -295,20 +296,56 @@ func (s *sock) Write(b []byte) (int, error) {
 				return 0, err
 			}
 			if len(b) > cap(s.wpending) {
-				return s.Conn.Write(b)
+				return s.send(b)
 			}
 		}
 		s.wpending = append(s.wpending, b...)
 		return len(b), nil
 	}
-	return s.Conn.Write(b)
+	return s.send(b)
+}
+
+// send writes all of b to the socket: through its descriptor when there is
+// one (rawWrite, waiting in the poller while the socket buffer is full and
+// keeping to the write deadline), else through the conn.
+func (s *sock) send(b []byte) (int, error) {
+	if s.raw == nil {
+		return s.Conn.Write(b)
+	}
+	var n int
+	var werr error
+	err := s.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := rawWrite(fd, b[n:])
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return false
+			case e != nil:
+				werr = e
+				return true
+			}
+			n += m
+		}
+		return true
+	})
+	switch {
+	case werr != nil:
+		werr = os.NewSyscallError("write", werr)
+	case err != nil:
+		werr = mapNetErr(err) // a deadline, or the conn closed
+	default:
+		return n, nil
+	}
+	return n, &net.OpError{Op: "write", Net: s.LocalAddr().Network(), Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: werr}
 }
 
 func (s *sock) flushLocked() error {
 	if len(s.wpending) == 0 {
 		return nil
 	}
-	_, err := s.Conn.Write(s.wpending)
+	_, err := s.send(s.wpending)
 	s.wpending = s.wpending[:0]
 	return err
 }
