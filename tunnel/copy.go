@@ -100,6 +100,12 @@ type sock struct {
 	gather   bool
 	wbuf     *[]byte
 	wpending []byte
+	// send's state for tryWrite: what to write, how much is written, the
+	// error that stopped it; writeFn is tryWrite, bound once.
+	wb      []byte
+	wn      int
+	werr    error
+	writeFn func(fd uintptr) bool
 }
 
 // newSock wraps c. When c offers its file descriptor (syscall.Conn), reads
@@ -110,7 +116,7 @@ func newSock(c net.Conn) *sock {
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
-			s.readFn = s.tryRead
+			s.readFn, s.writeFn = s.tryRead, s.tryWrite
 		}
 	}
 	return s
@@ -141,6 +147,25 @@ func (s *sock) tryRead(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// tryWrite is the RawConn callback of send: it writes what is left of wb,
+// and asks to wait for the socket to drain when the buffer is full.
+func (s *sock) tryWrite(fd uintptr) bool {
+	for s.wn < len(s.wb) {
+		m, err := rawWrite(fd, s.wb[s.wn:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			s.werr = err
+			return true
+		}
+		s.wn += m
+	}
+	return true
 }
 
 // readIdle returns a pooled buffer holding what was read; the caller returns
@@ -308,28 +333,15 @@ func (s *sock) Write(b []byte) (int, error) {
 // send writes all of b to the socket: through its descriptor when there is
 // one (rawWrite, waiting in the poller while the socket buffer is full and
 // keeping to the write deadline), else through the conn.
+// Callers hold s.mu, which guards the write state tryWrite works on.
 func (s *sock) send(b []byte) (int, error) {
 	if s.raw == nil {
 		return s.Conn.Write(b)
 	}
-	var n int
-	var werr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := rawWrite(fd, b[n:])
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				return false
-			case e != nil:
-				werr = e
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+	s.wb, s.wn, s.werr = b, 0, nil
+	err := s.raw.Write(s.writeFn)
+	n, werr := s.wn, s.werr
+	s.wb, s.werr = nil, nil
 	switch {
 	case werr != nil:
 		werr = os.NewSyscallError("write", werr)
