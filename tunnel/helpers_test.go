@@ -95,10 +95,15 @@ func startWith(t testing.TB, cfg configs.Tunnel, deps Deps) *Tunnel {
 // round trip through it succeeds (a refused server shows as an error).
 func clientThrough(t *testing.T, cfg configs.Tunnel) error {
 	t.Helper()
-	cli := start(t, cfg)
-	c, err := net.Dial("tcp", cli.Addr().String())
+	return echoThrough(start(t, cfg).Addr().String())
+}
+
+// echoThrough dials addr (a client tunnel's listener) and checks one round
+// trip of "hello".
+func echoThrough(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer c.Close()
 	got, err := roundTrip(c, "hello")

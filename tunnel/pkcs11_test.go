@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 
@@ -150,14 +149,8 @@ func TestPKCS11Client(t *testing.T) {
 	ccfg := p.clientTunnel("localhost:" + portOf(srv.Addr()))
 	ccfg.Cert = leaf.CertFile
 	hsm.use(&ccfg)
-	cli := start(t, ccfg)
-	c, err := net.Dial("tcp", cli.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got, err := roundTrip(c, "hello"); err != nil || got != "hello" {
-		t.Fatalf("through the client tunnel: %q %v", got, err)
+	if err := clientThrough(t, ccfg); err != nil {
+		t.Fatalf("through the client tunnel: %v", err)
 	}
 }
 
