@@ -556,7 +556,7 @@ func (l *loader) resolvePaths(cfg *Config) {
 	cfg.Status = l.resolveSocket(cfg.Status)
 	for i := range cfg.Tunnels {
 		t := &cfg.Tunnels[i]
-		for _, p := range []*string{&t.Keystore, &t.Cert, &t.Key, &t.CACert, &t.AllowPolicy, &t.VerifyPolicy} {
+		for _, p := range []*string{&t.Keystore, &t.Cert, &t.Key, &t.CACert, &t.AllowPolicy, &t.VerifyPolicy, &t.AutoACMECache} {
 			*p = l.resolvePath(*p)
 		}
 		t.Listen = l.resolveSocket(t.Listen)

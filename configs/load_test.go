@@ -283,12 +283,21 @@ tunnels:
     key: b.key
     verify-policy: /srv/policy
     verify-query: data.b.allow
+  - name: c
+    mode: server
+    listen: 127.0.0.1:8443
+    target: 127.0.0.1:8080
+    auto-acme-cert: c.example.com
+    auto-acme-email: ops@example.com
+    auto-acme-agree-to-tos: true
+    auto-acme-cache: acme
+    allow-all: true
 `
 	c, err := Parse([]byte(doc), "/etc/ghostunnel/fleet.yaml", anyEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := c.Tunnels[0], c.Tunnels[1]
+	a, b, acme := c.Tunnels[0], c.Tunnels[1], c.Tunnels[2]
 	for _, g := range []struct{ got, want string }{
 		{c.Status, "unix:/etc/ghostunnel/run/status.sock"},
 		{a.Listen, "unix:/etc/ghostunnel/sock/a.sock"},
@@ -302,6 +311,7 @@ tunnels:
 		{a.AllowPolicy, "/etc/ghostunnel/policy/a.tar.gz"},
 		{a.AllowQuery, "data.a.allow"},
 		{b.VerifyPolicy, "/srv/policy"},
+		{acme.AutoACMECache, "/etc/ghostunnel/acme"},
 	} {
 		if g.got != g.want {
 			t.Errorf("got %q, want %q", g.got, g.want)
