@@ -208,8 +208,8 @@ func echoServer(t testing.TB) string {
 }
 
 // serveConns accepts on 127.0.0.1 until the test ends, running handle for
-// each connection; at the end every connection is closed and every handler
-// waited for.
+// each connection and closing it when handle returns; at the end every
+// connection still open is closed and every handler waited for.
 func serveConns(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -218,7 +218,7 @@ func serveConns(t testing.TB, handle func(net.Conn)) string {
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var conns []net.Conn
+	conns := map[net.Conn]struct{}{}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -228,19 +228,23 @@ func serveConns(t testing.TB, handle func(net.Conn)) string {
 				return
 			}
 			mu.Lock()
-			conns = append(conns, c)
+			conns[c] = struct{}{}
 			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				handle(c)
+				c.Close()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
-		for _, c := range conns {
+		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
