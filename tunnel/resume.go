@@ -1,10 +1,8 @@
 package tunnel
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -110,7 +108,7 @@ func (c *clientConfigs) handshakeDone(cfg *tls.Config, resumed bool, err error) 
 // window and are not used outside it.
 type chainCache struct {
 	mu sync.Mutex
-	m  map[[32]byte]validity
+	m  map[credKey]validity
 }
 
 type validity struct{ notBefore, notAfter time.Time }
@@ -119,21 +117,17 @@ type validity struct{ notBefore, notAfter time.Time }
 // makes room (a miss only costs a verification).
 const chainCacheSize = 4096
 
-func chainKey(certs []*x509.Certificate) [32]byte {
-	h := sha256.New()
-	var n [4]byte
-	for _, c := range certs {
-		binary.BigEndian.PutUint32(n[:], uint32(len(c.Raw)))
-		h.Write(n[:])
-		h.Write(c.Raw)
+// chainKey identifies a presented chain (credcache.go's digest).
+func chainKey(certs []*x509.Certificate) credKey {
+	raws := make([][]byte, len(certs))
+	for i, c := range certs {
+		raws[i] = c.Raw
 	}
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
+	return keyOf("presented chain", raws...)
 }
 
 // verified says whether certs were verified before and are valid at now.
-func (c *chainCache) verified(key [32]byte, now time.Time) bool {
+func (c *chainCache) verified(key credKey, now time.Time) bool {
 	c.mu.Lock()
 	v, ok := c.m[key]
 	c.mu.Unlock()
@@ -141,7 +135,7 @@ func (c *chainCache) verified(key [32]byte, now time.Time) bool {
 }
 
 // add remembers that the presented certificates (key) verified to chain.
-func (c *chainCache) add(key [32]byte, chain []*x509.Certificate) {
+func (c *chainCache) add(key credKey, chain []*x509.Certificate) {
 	if len(chain) == 0 {
 		return
 	}
@@ -157,7 +151,7 @@ func (c *chainCache) add(key [32]byte, chain []*x509.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[[32]byte]validity)
+		c.m = make(map[credKey]validity)
 	}
 	if _, ok := c.m[key]; !ok && len(c.m) >= chainCacheSize {
 		for k := range c.m {
