@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +33,8 @@ import (
 // hybrid handshake. Until a full-config connection resumes again (the server
 // is known to take our tickets), no more classical attempts are made, so a
 // server that never accepts tickets costs one extra handshake, not one per
-// connection.
+// connection. A server that refuses the attempt outright (an alert: no
+// P-256, say) gets no more of them from this settings generation.
 
 // errNotResumed stops a resumption attempt the server declined.
 var errNotResumed = errors.New("session ticket declined; retrying with a full handshake")
@@ -45,12 +47,18 @@ type clientConfigs struct {
 	full   *tls.Config // full handshakes: Go's default groups, hybrid first
 	resume *tls.Config // resumption attempts; nil when they are not worth it
 	key    string      // the session cache key crypto/tls uses (ServerName)
-	// resumeOK is cleared when the server declines a session and set when
-	// it takes one on the full config.
-	resumeOK atomic.Bool
+	// state is resumeOn, resumeWait (a session was declined: off until the
+	// server takes one on the full config) or resumeOff (refused).
+	state atomic.Int32
 }
 
-// newClientTLS derives the resumption config from full. Resumption attempts
+const (
+	resumeOn int32 = iota
+	resumeWait
+	resumeOff
+)
+
+// newClientConfigs derives the resumption config from full. Resumption attempts
 // are not split off for TLS 1.2 (its resumption has no key exchange to
 // save), nor without a session cache or an SNI name to look sessions up by.
 func newClientConfigs(full *tls.Config) *clientConfigs {
@@ -71,14 +79,13 @@ func newClientConfigs(full *tls.Config) *clientConfigs {
 		return nil
 	}
 	c.resume = r
-	c.resumeOK.Store(true)
 	return c
 }
 
 // config is the config for the next connection: the resumption one when a
 // session is cached for the target and the server has been taking them.
 func (c *clientConfigs) config() *tls.Config {
-	if c.resume != nil && c.resumeOK.Load() {
+	if c.resume != nil && c.state.Load() == resumeOn {
 		if s, ok := c.full.ClientSessionCache.Get(c.key); ok && s != nil {
 			return c.resume
 		}
@@ -86,18 +93,29 @@ func (c *clientConfigs) config() *tls.Config {
 	return c.full
 }
 
-// handshakeDone records what a handshake on cfg says about the server: a
-// failed resumption attempt (declined, or refused for another reason, such
-// as a server without P-256) turns attempts off, and the caller retries
-// with the full config; a resumed full-config handshake turns them back on.
+// handshakeDone records what a handshake on cfg says about the server. A
+// failed resumption attempt (the caller then retries with the full config)
+// turns attempts off: for good when the server answered with an alert,
+// until a full-config handshake resumes otherwise.
 func (c *clientConfigs) handshakeDone(cfg *tls.Config, resumed bool, err error) {
 	switch {
 	case c.resume == nil:
 	case cfg == c.resume && err != nil:
-		c.resumeOK.Store(false)
+		if isRemoteAlert(err) {
+			c.state.Store(resumeOff)
+		} else {
+			c.state.CompareAndSwap(resumeOn, resumeWait)
+		}
 	case cfg == c.full && err == nil && resumed:
-		c.resumeOK.Store(true)
+		c.state.CompareAndSwap(resumeWait, resumeOn)
 	}
+}
+
+// isRemoteAlert reports a handshake the peer ended with a TLS alert
+// (crypto/tls reports those as a "remote error").
+func isRemoteAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 // chainCache remembers which client chains a server generation verified, so

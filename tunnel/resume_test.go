@@ -27,14 +27,16 @@ func (h *handshakeLog) snapshot() (int, []tls.ConnectionState) {
 
 // startTLSEcho serves TLS echo on 127.0.0.1 with p's server certificate,
 // requiring p's client. ticketKeys, when set, gives the session ticket keys
-// for each ClientHello (fresh keys make every ticket undecryptable).
-func startTLSEcho(t *testing.T, p *pki, ticketKeys func() [][32]byte) (*handshakeLog, *tls.Config, string) {
+// for each ClientHello (fresh keys make every ticket undecryptable); curves,
+// when set, are the only key exchanges the server takes.
+func startTLSEcho(t *testing.T, p *pki, ticketKeys func() [][32]byte, curves ...tls.CurveID) (*handshakeLog, *tls.Config, string) {
 	t.Helper()
 	h := &handshakeLog{}
 	cfg := &tls.Config{
-		Certificates: []tls.Certificate{p.server.TLS()},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.Pool(),
+		Certificates:     []tls.Certificate{p.server.TLS()},
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		ClientCAs:        p.ca.Pool(),
+		CurvePreferences: curves,
 	}
 	cfg.SetSessionTicketKeys([][32]byte{randomKey(t)})
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -213,5 +215,33 @@ func TestChainCache(t *testing.T) {
 	}
 	if len(c.m) > chainCacheSize {
 		t.Fatalf("cache holds %d entries, bound is %d", len(c.m), chainCacheSize)
+	}
+}
+
+// TestClientStopsResumingWithServerWithoutP256: a server that refuses the
+// classical attempt with an alert (it has no P-256) costs one refused
+// attempt; later connections resume on the hybrid config.
+func TestClientStopsResumingWithServerWithoutP256(t *testing.T) {
+	p := newPKI(t)
+	h, _, addr := startTLSEcho(t, p, nil, tls.X25519MLKEM768, tls.X25519)
+	cli := start(t, p.clientTunnel(addr))
+	const n = 6
+	for range n {
+		throughClient(t, cli)
+	}
+	hellos, done := h.snapshot()
+	if hellos != n+1 || len(done) != n {
+		t.Fatalf("server saw %d ClientHellos and %d handshakes, want %d and %d", hellos, len(done), n+1, n)
+	}
+	// crypto/tls drops a session whose resumption failed, so the retry is
+	// a full handshake; from then on the hybrid config resumes.
+	for i, cs := range done {
+		want := "resumed/X25519MLKEM768"
+		if i < 2 {
+			want = "full/X25519MLKEM768"
+		}
+		if got := kex(cs); got != want {
+			t.Errorf("connection %d: %s, want %s", i+1, got, want)
+		}
 	}
 }
