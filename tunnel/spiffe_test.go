@@ -120,6 +120,21 @@ func TestSPIFFEWorkloadAPIEchoAndRotation(t *testing.T) {
 	if got, err := roundTrip(c2, "again"); err != nil || got != "again" {
 		t.Fatalf("new connection through the tunnels after rotation: %q, %v", got, err)
 	}
+
+	// The agent moves the server to another trust domain CA: the client
+	// verified (and remembered) under the old bundle is refused now.
+	other := testspiffe.NewPKI(t)
+	movedLeaf, movedResp := other.Issue(t, "server3", "spiffe://example.org/server", time.Time{})
+	srvAgent.Push(movedResp)
+	waitSPIFFE(t, "the SVID from the other CA", func() bool {
+		c := server.Certificate()
+		return c != nil && c.Leaf.SerialNumber.Cmp(movedLeaf.Cert.SerialNumber) == 0
+	})
+	cfg := &tls.Config{RootCAs: other.CA.Pool(), InsecureSkipVerify: true,
+		Certificates: []tls.Certificate{cliLeaf.TLS()}}
+	if err := echoOK(server.Addr().String(), cfg); err == nil {
+		t.Fatal("a client of the old bundle still got through after the bundle changed")
+	}
 }
 
 func TestSPIFFEWorkloadAPIWrongIDRefused(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -53,10 +54,23 @@ func (w x509Watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	for _, x := range svid.Certificates {
 		cert.Certificate = append(cert.Certificate, x.Raw)
 	}
-	bundles := c.Bundles
+	// Peers verified against this update's bundles are remembered with
+	// it (resume.go's chainCache): a client that reconnects, or resumes,
+	// costs a lookup until the next update brings new bundles.
+	bundles, verified := c.Bundles, new(chainCache)
 	w.s.publish(&workloadState{cert: cert, verify: func(chain []*x509.Certificate) error {
-		_, _, err := x509svid.Verify(chain, bundles)
-		return err
+		key := chainKey(chain)
+		if verified.verified(key, time.Now()) {
+			return nil
+		}
+		_, chains, err := x509svid.Verify(chain, bundles)
+		if err != nil {
+			return err
+		}
+		if len(chains) > 0 {
+			verified.add(key, chains[0])
+		}
+		return nil
 	}})
 }
 
