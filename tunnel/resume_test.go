@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -243,5 +244,67 @@ func TestClientStopsResumingWithServerWithoutP256(t *testing.T) {
 		if got := kex(cs); got != want {
 			t.Errorf("connection %d: %s, want %s", i+1, got, want)
 		}
+	}
+}
+
+// TestTicketKeysRotate: a server tunnel adds a session ticket key every
+// rotation period and accepts tickets for ticketKeysKept periods: a
+// ticket still resumes after a rotation, not once the last key that could
+// open it is gone.
+func TestTicketKeysRotate(t *testing.T) {
+	old := ticketKeyRotation
+	ticketKeyRotation = 100 * time.Millisecond
+	t.Cleanup(func() { ticketKeyRotation = old })
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	srv := start(t, p.serverTunnel(backend.addr()))
+	cfg := p.clientTLS()
+	cfg.ClientSessionCache = &firstTicket{ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+	connect := func() bool {
+		t.Helper()
+		c, err := dialTLS(srv.Addr().String(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got, err := roundTrip(c, "ping"); err != nil || got != "ping" {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+		return c.ConnectionState().DidResume
+	}
+	connect() // the ticket, under the first key
+	first := srv.tickets.current()[0]
+	for deadline := time.Now().Add(10 * time.Second); len(srv.tickets.current()) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no key rotation within 10 s")
+		}
+	}
+	if !connect() {
+		t.Fatal("no resumption one rotation after the ticket was issued")
+	}
+	for deadline := time.Now().Add(10 * time.Second); slices.Contains(srv.tickets.current(), first); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first key never aged out")
+		}
+	}
+	if connect() {
+		t.Fatalf("a ticket resumed after its key aged out (%d keys kept)", ticketKeysKept)
+	}
+}
+
+// firstTicket is a session cache that keeps the first ticket it is given,
+// whatever comes later.
+type firstTicket struct {
+	tls.ClientSessionCache
+	mu  sync.Mutex
+	set bool
+}
+
+func (c *firstTicket) Put(key string, s *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.set && s != nil {
+		c.ClientSessionCache.Put(key, s)
+		c.set = true
 	}
 }

@@ -6,7 +6,6 @@ package tunnel
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -94,7 +93,7 @@ type Tunnel struct {
 	quiet      Quiet
 	m          *Metrics
 	ln         net.Listener
-	ticketKeys [][32]byte
+	tickets    *ticketKeys // server mode (tickets.go)
 	limit      *limiter
 	started    time.Time
 	ownMetrics bool          // created here, so removed on Close
@@ -157,13 +156,9 @@ func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 	t.started = time.Now()
 	t.lastReload.Store(&reloadResult{})
 	if cfg.Mode == configs.ModeServer {
-		// One set of ticket keys for the tunnel's life, so sessions resume
-		// across credential reloads; VerifyConnection re-checks them.
-		var k [32]byte
-		if _, err := rand.Read(k[:]); err != nil {
+		if t.tickets, err = newTicketKeys(); err != nil {
 			return nil, err
 		}
-		t.ticketKeys = [][32]byte{k}
 	}
 	for _, f := range insecureFileModes(&cfg) {
 		logger.Log("level", "warn", "msg", "private key file is readable by group or others", "path", f)
@@ -237,7 +232,7 @@ func (t *Tunnel) build(cfg configs.Tunnel) (*generation, error) {
 		if g.acl, err = serverACL(&cfg); err != nil {
 			return nil, err
 		}
-		g.server = serverTLS(&cfg, creds, g.acl, t.ticketKeys)
+		g.server = serverTLS(&cfg, creds, g.acl, t.tickets.current())
 		if g.acme, err = t.acmeSrc.source(&cfg); err != nil {
 			return nil, err
 		}
@@ -327,6 +322,7 @@ func (t *Tunnel) Serve() error {
 	t.serving = true
 	t.bgMu.Unlock()
 	t.startLoops(t.gen.Load())
+	t.rotateTicketKeys()
 	var backoff time.Duration
 	for {
 		if !t.limit.acquire() {
@@ -474,6 +470,9 @@ func (t *Tunnel) Commit(p *Prepared) {
 		return
 	}
 	g := p.g
+	if g.server != nil && t.tickets != nil {
+		g.server.SetSessionTicketKeys(t.tickets.current()) // keys rotated since Prepare
+	}
 	t.gen.Store(g)
 	t.limit.setMax(g.cfg.MaxConcurrentConns)
 	select {
@@ -544,6 +543,7 @@ func (t *Tunnel) Stop() {
 		t.bgMu.Lock() // no loop starts after this (startLoops)
 		close(t.stopped)
 		t.bgMu.Unlock()
+		t.stopTicketRotation()
 		t.limit.stop()
 		t.ln.Close()
 		t.log.Log("msg", "stopped accepting, draining connections")
