@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/statusd"
 )
 
@@ -45,24 +45,6 @@ func pushConfig(f *fixture, b *backend, names ...string) configs.Config {
 		f.t.Fatalf("invalid test config: %v", ps)
 	}
 	return cfg
-}
-
-// syncBuffer is a log sink tests read while the supervisor writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // runConfig starts a supervisor for cfg, logging to logs. stop cancels it
@@ -196,7 +178,7 @@ func TestMetricsPushGraphiteFleet(t *testing.T) {
 	cfg := pushConfig(f, b, "api", "web.v2")
 	cfg.MetricsPrefix = "edge"
 	cfg.MetricsGraphite = addr
-	logs := &syncBuffer{}
+	logs := &testnet.Buffer{}
 	runConfig(t, cfg, logs)
 
 	if err := echoTLS(cfg.Tunnels[0].Listen, f.clientTLS(nil)); err != nil {
@@ -346,7 +328,7 @@ func TestMetricsPushURL(t *testing.T) {
 	cfg := pushConfig(f, b, "api", "db")
 	cfg.MetricsURL = srv.URL + "/push"
 	cfg.Status = "http://" + freePort(t)
-	logs := &syncBuffer{}
+	logs := &testnet.Buffer{}
 	s, _ := runConfig(t, cfg, logs)
 
 	if err := echoTLS(cfg.Tunnels[0].Listen, f.clientTLS(nil)); err != nil {
@@ -415,7 +397,7 @@ func TestMetricsPushURLTLS(t *testing.T) {
 	cfg := pushConfig(f, b, "api")
 	cfg.Path = "/nonexistent/fleet.yaml" // a fleet file of one tunnel
 	cfg.MetricsURL = "https://user:s3cret@localhost:" + strings.Split(srv.Listener.Addr().String(), ":")[1] + "/push"
-	logs := &syncBuffer{}
+	logs := &testnet.Buffer{}
 	runConfig(t, cfg, logs)
 
 	p := nextPost(t, posts)
@@ -453,7 +435,7 @@ func TestMetricsPushFailuresAreNotFatal(t *testing.T) {
 	cfg := pushConfig(f, b, "api", "db")
 	cfg.MetricsGraphite = freePort(t)
 	cfg.MetricsURL = hanging.URL
-	logs := &syncBuffer{}
+	logs := &testnet.Buffer{}
 	_, stop := runConfig(t, cfg, logs)
 
 	waitFor(t, "failed pushes to be logged", func() bool {
@@ -480,7 +462,7 @@ func TestMetricsPushFailuresAreNotFatal(t *testing.T) {
 	defer refusing.Close()
 	cfg2 := pushConfig(f, b, "api")
 	cfg2.MetricsURL = refusing.URL
-	logs2 := &syncBuffer{}
+	logs2 := &testnet.Buffer{}
 	runConfig(t, cfg2, logs2)
 	nextPost(t, posts)
 	nextPost(t, posts)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -145,21 +146,7 @@ func running(t *testing.T, path string) *Supervisor {
 	return s
 }
 
-func echo(c net.Conn, msg string) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo: got %q", buf)
-	}
-	return nil
-}
+func echo(c net.Conn, msg string) error { return testnet.Echo(c, msg, 5*time.Second) }
 
 func echoTLS(addr string, cfg *tls.Config) error {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -176,14 +176,7 @@ func closeWrite(c net.Conn) error {
 
 // roundTrip writes msg on c and reads the same number of bytes back.
 func roundTrip(c net.Conn, msg string) (string, error) {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		return "", err
-	}
-	buf := make([]byte, len(msg))
-	_, err := io.ReadFull(bufio.NewReader(c), buf)
-	return string(buf), err
+	return testnet.RoundTrip(c, msg, 5*time.Second)
 }
 
 // dialTLS connects to a server tunnel and completes the handshake.

@@ -4,7 +4,6 @@ package main
 // backends and clients on 127.0.0.1.
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -58,26 +58,9 @@ func binary(t testing.TB) string {
 type proc struct {
 	t    testing.TB
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testnet.Buffer
 	done chan struct{}
 	code int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startProc(t testing.TB, env []string, args ...string) *proc {
@@ -99,7 +82,7 @@ func startArgv(t testing.TB, env []string, argv ...string) *proc {
 	args := argv[1:]
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &proc{t: t, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, out: &testnet.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -363,21 +346,7 @@ func roundTripE2E(t testing.TB, c net.Conn, msg string) {
 }
 
 // roundTripErr writes msg on c and reads it back within 10 s.
-func roundTripErr(c net.Conn, msg string) error {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo mismatch: %q", buf)
-	}
-	return nil
-}
+func roundTripErr(c net.Conn, msg string) error { return testnet.Echo(c, msg, 10*time.Second) }
 
 func copyTo(t testing.TB, from, to string) {
 	t.Helper()

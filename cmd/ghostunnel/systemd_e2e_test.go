@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 )
 
 // TestSystemdActivationAndNotify passes the listening and status sockets
@@ -46,7 +48,7 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=tunnel:status",
 		"NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
 	cmd.ExtraFiles = []*os.File{lnFile, stFile}
-	out := &syncBuffer{}
+	out := &testnet.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
