@@ -189,6 +189,21 @@ func dialTLS(addr string, cfg *tls.Config) (*tls.Conn, error) {
 	return c, nil
 }
 
+// openEcho dials a server tunnel with cfg, checks one round trip of msg and
+// returns the connection, open until the test ends.
+func openEcho(t *testing.T, addr string, cfg *tls.Config, msg string) *tls.Conn {
+	t.Helper()
+	c, err := dialTLS(addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if got, err := roundTrip(c, msg); err != nil || got != msg {
+		t.Fatalf("round trip: %q, %v", got, err)
+	}
+	return c
+}
+
 // echoOK dials a server tunnel with cfg and checks one round trip. A refused
 // client may complete its side of a TLS 1.3 handshake and see the failure
 // only on first read, so both places count as refused.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testhello"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -117,15 +118,9 @@ type hostileCase struct {
 // than waiting for its timeout) and waits for the server to close.
 func rawSend(b []byte) func(t *testing.T, addr string) {
 	return func(t *testing.T, addr string) {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
+		if err := testnet.Send(addr, b, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write(b)
-		c.(*net.TCPConn).CloseWrite()
-		io.Copy(io.Discard, c)
 	}
 }
 

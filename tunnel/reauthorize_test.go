@@ -19,24 +19,10 @@ func TestReauthorize(t *testing.T) {
 	tun := start(t, cfg)
 
 	other := p.ca.Issue("other", testpki.Options{CN: "other", Client: true})
-	keep, err := dialTLS(tun.Addr().String(), p.clientTLS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer keep.Close()
+	keep := openEcho(t, tun.Addr().String(), p.clientTLS(), "a")
 	oc := p.clientTLS()
 	oc.Certificates[0] = other.TLS()
-	drop, err := dialTLS(tun.Addr().String(), oc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer drop.Close()
-	if _, err := roundTrip(keep, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := roundTrip(drop, "b"); err != nil {
-		t.Fatal(err)
-	}
+	drop := openEcho(t, tun.Addr().String(), oc, "b")
 
 	next := cfg
 	next.AllowCN = []string{"client"}

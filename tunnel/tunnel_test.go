@@ -383,14 +383,7 @@ func TestReloadUnderOpenConnection(t *testing.T) {
 	copyFile(t, p.server.KeyFile, cfg.Key)
 	tun := start(t, cfg)
 
-	old, err := dialTLS(tun.Addr().String(), p.clientTLS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
-	if _, err := roundTrip(old, "before"); err != nil {
-		t.Fatal(err)
-	}
+	old := openEcho(t, tun.Addr().String(), p.clientTLS(), "before")
 
 	o := testpki.Localhost()
 	o.Server = true
@@ -543,15 +536,7 @@ func TestMaxConcurrentConns(t *testing.T) {
 	tun := start(t, cfg)
 	var open []*tls.Conn
 	for i := 0; i < 2; i++ {
-		c, err := dialTLS(tun.Addr().String(), p.clientTLS())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := roundTrip(c, "x"); err != nil {
-			t.Fatal(err)
-		}
-		open = append(open, c)
+		open = append(open, openEcho(t, tun.Addr().String(), p.clientTLS(), "x"))
 	}
 	// The third waits in the backlog: its handshake does not complete.
 	raw, err := net.Dial("tcp", tun.Addr().String())
@@ -586,17 +571,10 @@ func TestMaxConnLifetime(t *testing.T) {
 	cfg := p.serverTunnel(backend.addr())
 	cfg.MaxConnLifetime = configs.Duration(400 * time.Millisecond)
 	tun := start(t, cfg)
-	c, err := dialTLS(tun.Addr().String(), p.clientTLS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := roundTrip(c, "x"); err != nil {
-		t.Fatal(err)
-	}
+	c := openEcho(t, tun.Addr().String(), p.clientTLS(), "x")
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	startAt := time.Now()
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	if err == nil {
 		t.Fatal("read data from an idle echo")
 	}

@@ -34,6 +34,7 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -1448,15 +1449,9 @@ func TestHardeningHostileInput(t *testing.T) {
 	hello := clientHelloBytes(t)
 	raw := func(b []byte) func() {
 		return func() {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
+			if err := testnet.Send(addr, b, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			c.Write(b)
-			c.(*net.TCPConn).CloseWrite()
-			io.Copy(io.Discard, c)
 		}
 	}
 	attempt := func(l *testpki.Leaf) func() {

@@ -56,3 +56,21 @@ func (b *Buffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Send dials addr, writes b, half-closes (so the server sees the end of
+// the input rather than waiting for a timeout) and reads until the server
+// ends the connection, within timeout: what a client sending garbage goes
+// through. Only a failed dial is an error; how the server ends it (close,
+// reset, or not before the timeout) is for the caller to check elsewhere.
+func Send(addr string, b []byte, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	c.Write(b)
+	c.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, c)
+	return nil
+}
