@@ -111,7 +111,7 @@ func mustCopy(t *testing.T, from, to string) {
 func TestCredCacheKeystorePassword(t *testing.T) {
 	p := newPKI(t)
 	path := filepath.Join(p.dir, "server.p12")
-	writePKCS12(t, p.server, path, "right")
+	p.server.WritePKCS12(path, "right")
 	k1, err := loadKeystore(path, "right")
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestCredCacheSystemPool(t *testing.T) {
 func TestCredCacheCollectable(t *testing.T) {
 	p := newPKI(t)
 	path := filepath.Join(p.dir, "server.p12")
-	writePKCS12(t, p.server, path, "pw")
+	p.server.WritePKCS12(path, "pw")
 	certKey, poolKey, storeKey := loadAndDrop(t, p, path)
 
 	for i := 0; ; i++ {

@@ -479,7 +479,7 @@ func keytool(t testing.TB, kt string, args ...string) {
 func keytoolStore(t testing.TB, kt string, l *testpki.Leaf, dir, storeType, pass string, extra ...string) string {
 	t.Helper()
 	p12 := filepath.Join(dir, "src-"+storeType+".p12")
-	writePKCS12(t, l, p12, pass)
+	l.WritePKCS12(p12, pass)
 	dst := filepath.Join(dir, "ks."+strings.ToLower(storeType))
 	args := []string{"-importkeystore", "-noprompt",
 		"-srckeystore", p12, "-srcstoretype", "PKCS12", "-srcstorepass", pass,

@@ -667,7 +667,7 @@ func TestKeystores(t *testing.T) {
 	}
 	t.Run("pkcs12", func(t *testing.T) {
 		path := filepath.Join(p.dir, "server.p12")
-		writePKCS12(t, p.server, path, "secret")
+		p.server.WritePKCS12(path, "secret")
 		cfg := p.serverTunnel(backend.addr())
 		cfg.Cert, cfg.Key = "", ""
 		cfg.Keystore, cfg.Storepass = path, "secret"

@@ -32,8 +32,6 @@ import (
 	"testing"
 	"time"
 
-	"software.sslmate.com/src/go-pkcs12"
-
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
@@ -1740,14 +1738,7 @@ func TestHardeningSecretsNeverPrinted(t *testing.T) {
 	p := newE2EPKI(t)
 	secret := fmt.Sprintf("SECRET-xyz-%08x", rand.Uint32())
 	wrong := fmt.Sprintf("SECRET-wrong-%08x", rand.Uint32())
-	p12 := filepath.Join(p.dir, "server.p12")
-	der, err := pkcs12.Modern.Encode(p.server.Key, p.server.Cert, nil, secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p12, der, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p12 := p.server.WritePKCS12(filepath.Join(p.dir, "server.p12"), secret)
 	backend := echoServer(t)
 	var checked []string
 	noSecret := func(where, text string) {
@@ -1869,14 +1860,7 @@ func TestHardeningEnvironment(t *testing.T) {
 func TestHardeningFingerprintNoPasswordOracle(t *testing.T) {
 	p := newE2EPKI(t)
 	secret := fmt.Sprintf("SECRET-xyz-%08x", rand.Uint32())
-	p12 := filepath.Join(p.dir, "server.p12")
-	der, err := pkcs12.Modern.Encode(p.server.Key, p.server.Cert, nil, secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p12, der, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p12 := p.server.WritePKCS12(filepath.Join(p.dir, "server.p12"), secret)
 	addr, st := freeAddr(t), freeAddr(t)
 	cfg := writeFile(t, filepath.Join(p.dir, "fp.yaml"), fleetYAML([]string{"status: http://" + st},
 		[]string{"name: p12", "mode: server", "listen: " + addr, "target: " + echoServer(t),

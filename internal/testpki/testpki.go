@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
 )
 
 // KeyType selects the leaf's key algorithm.
@@ -63,6 +65,15 @@ func (l *Leaf) TLS() tls.Certificate {
 		panic(err)
 	}
 	return c
+}
+
+// WritePKCS12 writes the leaf and its key as a PKCS#12 keystore protected
+// by pass (mode 0600) and returns path.
+func (l *Leaf) WritePKCS12(path, pass string) string {
+	der, err := pkcs12.Modern.Encode(l.Key, l.Cert, nil, pass)
+	must(err)
+	must(os.WriteFile(path, der, 0o600))
+	return path
 }
 
 // Options of a leaf certificate.
