@@ -276,21 +276,7 @@ func spiffeServerTLS(t *configs.Tunnel, src *workloadSource, a *acl, ticketKeys 
 	}
 	// Verification is ours, against the SPIFFE bundle, in VerifyConnection.
 	cfg.ClientAuth = tls.RequireAnyClientCert
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("client presented no certificate")
-		}
-		leaf := cs.PeerCertificates[0]
-		if !a.pinned() {
-			if err := src.verifyPeer(cs.PeerCertificates); err != nil {
-				return fmt.Errorf("client %q: %w", peerName(leaf), err)
-			}
-		}
-		if err := a.check(leaf); err != nil {
-			return fmt.Errorf("client %q: %w", peerName(leaf), err)
-		}
-		return nil
-	}
+	cfg.VerifyConnection = verifySVIDPeer(src, a, "client")
 	return cfg
 }
 
@@ -310,21 +296,7 @@ func spiffeClientTLS(t *configs.Tunnel, src *workloadSource, a *acl) *tls.Config
 		}
 	}
 	cfg.InsecureSkipVerify = true // replaced by the SVID verification below
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("server presented no certificate")
-		}
-		leaf := cs.PeerCertificates[0]
-		if !a.pinned() {
-			if err := src.verifyPeer(cs.PeerCertificates); err != nil {
-				return fmt.Errorf("server %q: %w", peerName(leaf), err)
-			}
-		}
-		if err := a.check(leaf); err != nil {
-			return fmt.Errorf("server %q: %w", peerName(leaf), err)
-		}
-		return nil
-	}
+	cfg.VerifyConnection = verifySVIDPeer(src, a, "server")
 	return cfg
 }
 
@@ -334,4 +306,25 @@ func spiffeID(leaf *x509.Certificate) string {
 		return leaf.URIs[0].String()
 	}
 	return ""
+}
+
+// verifySVIDPeer checks the peer (role names it in errors) as an X.509
+// SVID against the current bundle, unless a SPKI pin replaces that, then
+// the access rules.
+func verifySVIDPeer(src *workloadSource, a *acl, role string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return fmt.Errorf("%s presented no certificate", role)
+		}
+		leaf := cs.PeerCertificates[0]
+		if !a.pinned() {
+			if err := src.verifyPeer(cs.PeerCertificates); err != nil {
+				return fmt.Errorf("%s %q: %w", role, peerName(leaf), err)
+			}
+		}
+		if err := a.check(leaf); err != nil {
+			return fmt.Errorf("%s %q: %w", role, peerName(leaf), err)
+		}
+		return nil
+	}
 }
