@@ -14,10 +14,17 @@ FUZZTIME  ?= 5s
 # settings are refused with a clear error.
 LITE_TAGS := noopa,nospiffe
 
+# Tags of the shipped build. grpcnotrace drops gRPC's golang.org/x/net/trace
+# (never enabled here), and with it text/template and html/template, whose
+# reflective method calls make the linker keep every exported method of
+# every type: 4 MB smaller, about 2.7 MiB less RSS per process.
+# cmd/ghostunnel/build_test.go holds the same list.
+TAGS := grpcnotrace
+
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ghostunnel
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ghostunnel
 
 build-lite:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(LITE_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)-lite ./cmd/ghostunnel
@@ -33,13 +40,13 @@ run: build example-pki
 # Everything, with the race detector. Fuzz targets run on their seed
 # corpora here (deterministic); `make fuzz` explores new inputs.
 test:
-	$(GO) vet ./...
+	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) vet -tags '$(LITE_TAGS)' ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m -tags '$(TAGS)' ./...
 	$(GO) test -race -count=1 -tags '$(LITE_TAGS)' ./tunnel/
 
 test-short:
-	$(GO) test -race -short -count=1 ./...
+	$(GO) test -race -short -count=1 -tags '$(TAGS)' ./...
 
 # Each fuzz target on its seed corpus plus FUZZTIME of new inputs.
 fuzz:
@@ -51,12 +58,12 @@ fuzz:
 	done
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./tunnel/ ./statusd/ ./supervisor/
-	$(GO) test -run '^$$' -bench FleetBinary -benchtime 3x ./cmd/ghostunnel/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -tags '$(TAGS)' ./tunnel/ ./statusd/ ./supervisor/
+	$(GO) test -run '^$$' -bench FleetBinary -benchtime 3x -tags '$(TAGS)' ./cmd/ghostunnel/
 
 # The long variants of the fault and load tests.
 soak:
-	GHOSTUNNEL_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'Soak|Hardening' ./...
+	GHOSTUNNEL_SOAK=1 $(GO) test -race -count=1 -timeout 60m -tags '$(TAGS)' -run 'Soak|Hardening' ./...
 
 lint:
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && false)

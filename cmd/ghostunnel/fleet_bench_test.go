@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,7 +34,7 @@ func BenchmarkFleetBinary(b *testing.B) {
 		name, tags string
 		env        []string
 	}{
-		{"full", "", nil},
+		{"full", shipTags, nil},
 		{"lite", liteTags, []string{"CGO_ENABLED=0"}},
 	} {
 		bin := filepath.Join(b.TempDir(), "ghostunnel-"+build.name)
@@ -73,28 +74,41 @@ func BenchmarkFleetBinary(b *testing.B) {
 
 // startFleetBinary runs bin with n server tunnels until /_status answers
 // 200, then stops it; it returns the time to ready and VmRSS and RssAnon
-// (KiB) at that point.
+// (KiB) at that point. The status server listens on a unix socket: the
+// tunnels take ephemeral ports (listen 127.0.0.1:0), and one of them could
+// take a TCP port picked for the status server in advance.
 func startFleetBinary(b testing.TB, bin string, p *e2ePKI, backend string, n int) (time.Duration, float64, float64) {
 	b.Helper()
-	status := freeAddr(b)
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "status.sock")
 	var f strings.Builder
-	fmt.Fprintf(&f, "status: http://%s\ndefaults:\n  mode: server\n  target: %s\n  cert: %s\n  key: %s\n  cacert: %s\n  allow-all: true\ntunnels:\n",
-		status, backend, p.server.CertFile, p.server.KeyFile, p.ca.CAFile)
+	fmt.Fprintf(&f, "status: unix:%s\ndefaults:\n  mode: server\n  target: %s\n  cert: %s\n  key: %s\n  cacert: %s\n  allow-all: true\ntunnels:\n",
+		sock, backend, p.server.CertFile, p.server.KeyFile, p.ca.CAFile)
 	for i := range n {
 		fmt.Fprintf(&f, "  - name: t%04d\n    listen: 127.0.0.1:0\n", i)
 	}
-	path := filepath.Join(b.TempDir(), "fleet.yaml")
+	path := filepath.Join(dir, "fleet.yaml")
 	if err := os.WriteFile(path, []byte(f.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer client.CloseIdleConnections()
 	t0 := time.Now()
 	proc := startArgv(b, nil, bin, "-config", path)
-	client := &http.Client{Timeout: 5 * time.Second}
 	for deadline := t0.Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d tunnels: /_status not 200 within a minute\n%s", n, proc.out.String())
+		select {
+		case <-proc.done:
+			b.Fatalf("%d tunnels: exited with code %d before /_status answered", n, proc.code)
+		default:
 		}
-		resp, err := client.Get("http://" + status + "/_status")
+		if time.Now().After(deadline) {
+			b.Fatalf("%d tunnels: /_status not 200 within a minute", n)
+		}
+		resp, err := client.Get("http://status/_status")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -9,10 +9,6 @@ import (
 	"time"
 )
 
-// liteTags are the Makefile's LITE_TAGS: a build without OPA and the SPIFFE
-// Workload API client.
-const liteTags = "noopa,nospiffe"
-
 // TestLiteBuild: `make build-lite` links neither OPA nor go-spiffe (nor the
 // gRPC they bring), serves a plain tunnel pair, and refuses the settings it
 // cannot honour with an error that says why and where.
