@@ -103,15 +103,3 @@ func (c *credCache[T]) forget(e credEntry[T]) {
 		delete(c.m, e.key)
 	}
 }
-
-// live counts the entries whose value is still reachable (tests).
-func (c *credCache[T]) live() (live, entries int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, wp := range c.m {
-		if wp.Value() != nil {
-			live++
-		}
-	}
-	return live, len(c.m)
-}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -221,12 +220,4 @@ func echoOK(addr string, cfg *tls.Config) error {
 		return errors.New("echo mismatch: " + got)
 	}
 	return nil
-}
-
-func mustURL(s string) *url.URL {
-	u, err := url.Parse(s)
-	if err != nil {
-		panic(err)
-	}
-	return u
 }

@@ -42,10 +42,9 @@ type workloadSource struct {
 	client io.Closer     // the Workload API client (spiffe_workloadapi.go)
 	done   chan struct{} // closed when the watch has ended for good
 
-	state     atomic.Pointer[workloadState]
-	ready     chan struct{} // closed at the first update
-	readyOnce sync.Once
-	lastErr   atomic.Pointer[string]
+	state   atomic.Pointer[workloadState] // nil until the first update
+	ready   chan struct{}                 // closed at the first update
+	lastErr atomic.Pointer[string]
 
 	mu   sync.Mutex
 	subs map[chan struct{}]struct{}
@@ -107,30 +106,6 @@ func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource,
 		why = *e
 	}
 	return nil, fmt.Errorf("workload API %s: no X.509 SVID within %s: %s", addr, timeout, why)
-}
-
-// publish makes st the current update and tells the subscribed tunnels.
-func (s *workloadSource) publish(st *workloadState) {
-	s.state.Store(st)
-	s.readyOnce.Do(func() { close(s.ready) })
-	s.mu.Lock()
-	for ch := range s.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-	s.mu.Unlock()
-}
-
-// watchError records the error for the timeout message; the watch retries
-// by itself.
-func (s *workloadSource) watchError(err error) {
-	if err == nil {
-		return
-	}
-	msg := err.Error()
-	s.lastErr.Store(&msg)
 }
 
 func (s *workloadSource) subscribe(ch chan struct{}) {

@@ -33,8 +33,9 @@ func startWorkloadSource(addr string) (*workloadSource, error) {
 		defer close(s.done)
 		// Retries with backoff until the context ends (or the agent
 		// refuses the request as invalid).
-		err := client.WatchX509Context(ctx, w)
-		if err != nil && ctx.Err() == nil {
+		// It always returns an error: the context's once it is
+		// cancelled, the agent's otherwise.
+		if err := client.WatchX509Context(ctx, w); ctx.Err() == nil {
 			w.OnX509ContextWatchError(err)
 		}
 	}()
@@ -58,7 +59,7 @@ func (w x509Watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	// it (resume.go's chainCache): a client that reconnects, or resumes,
 	// costs a lookup until the next update brings new bundles.
 	bundles, verified := c.Bundles, new(chainCache)
-	w.s.publish(&workloadState{cert: cert, verify: func(chain []*x509.Certificate) error {
+	w.publish(&workloadState{cert: cert, verify: func(chain []*x509.Certificate) error {
 		key := chainKey(chain)
 		if verified.verified(key, time.Now()) {
 			return nil
@@ -74,5 +75,28 @@ func (w x509Watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	}})
 }
 
-// OnX509ContextWatchError records the error for the timeout message.
-func (w x509Watcher) OnX509ContextWatchError(err error) { w.s.watchError(err) }
+// publish makes st the source's current update (ending acquire's wait at
+// the first one) and tells the subscribed tunnels.
+func (w x509Watcher) publish(st *workloadState) {
+	s := w.s
+	if s.state.Swap(st) == nil {
+		close(s.ready)
+	}
+	s.mu.Lock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+}
+
+// OnX509ContextWatchError records the error for the timeout message; the
+// watch retries by itself.
+func (w x509Watcher) OnX509ContextWatchError(err error) {
+	if err != nil {
+		msg := err.Error()
+		w.s.lastErr.Store(&msg)
+	}
+}

@@ -532,8 +532,6 @@ func (s *stream) wait(d time.Duration) error {
 	return nil
 }
 
-func (s *stream) checksum() string { return hex.EncodeToString(s.sumR.Sum(nil))[:12] }
-
 // fleetYAML renders a fleet file: top-level settings then tunnels, each a
 // list of "key: value" lines.
 func fleetYAML(top []string, tunnels ...[]string) string {
