@@ -134,6 +134,20 @@ func (t *Tunnel) handle(c net.Conn) {
 	}
 	p.setDeadline(p.lifetime)
 	t.mu.Lock()
+	// A reload may have committed during the handshake and the dial. Its
+	// reauthorize pass (under t.mu, after the new generation is stored)
+	// checked the pipes registered then, not this one, which the old
+	// rules admitted: check it against the new ones here.
+	if cur := t.gen.Load(); cur != g && cur.cfg.Reauthorize {
+		if err := cur.admits(chain); err != nil {
+			t.mu.Unlock()
+			t.m.reauthClosed.Inc()
+			t.log.Log("msg", "closing connection refused by the new access rules", "peer", peer)
+			p.abort()
+			fail("connection refused by the new access rules", err, true)
+			return
+		}
+	}
 	t.pipes[p] = struct{}{}
 	t.mu.Unlock()
 	t.m.acceptSuccess.Inc()
