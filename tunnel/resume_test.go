@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -306,5 +307,54 @@ func (c *firstTicket) Put(key string, s *tls.ClientSessionState) {
 	if !c.set && s != nil {
 		c.ClientSessionCache.Put(key, s)
 		c.set = true
+	}
+}
+
+// TestTicketRotationDuringCommit: a rotation that lands while a reload
+// commits reaches the generation put in use. (Commit hands the keys to the
+// new generation; without a common lock a Commit that read the keys before
+// the rotation installed the old set after it, for a whole period.)
+func TestTicketRotationDuringCommit(t *testing.T) {
+	field, ok := reflect.TypeFor[tls.Config]().FieldByName("sessionTicketKeys")
+	if !ok || field.Type.Kind() != reflect.Slice {
+		t.Skip("crypto/tls keeps its ticket keys elsewhere in this Go version")
+	}
+	inUse := func(tun *Tunnel) int {
+		return reflect.ValueOf(tun.gen.Load().server).Elem().FieldByIndex(field.Index).Len()
+	}
+	old := ticketKeyRotation
+	ticketKeyRotation = 10 * time.Millisecond
+	t.Cleanup(func() { ticketKeyRotation = old })
+	p := newPKI(t)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	cfg := p.serverTunnel(backend.addr())
+	for trial := range 30 {
+		tun, err := New(cfg, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prepared [2]*Prepared
+		for i := range prepared {
+			if prepared[i], err = tun.Prepare(cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		served := make(chan error, 1)
+		go func() { served <- tun.Serve() }()
+		// Commit over and over until the first rotation has run.
+		for i, deadline := 0, time.Now().Add(5*time.Second); len(tun.tickets.current()) == 1; i++ {
+			if time.Now().After(deadline) {
+				t.Fatal("no ticket key rotation within 5s")
+			}
+			tun.Commit(prepared[i%2])
+		}
+		tun.reloadMu.Lock() // the rotation has finished handing out its keys
+		want, got := len(tun.tickets.current()), inUse(tun)
+		tun.reloadMu.Unlock()
+		tun.Close()
+		<-served
+		if got < want {
+			t.Fatalf("trial %d: the generation in use has %d ticket keys, the tunnel %d", trial, got, want)
+		}
 	}
 }

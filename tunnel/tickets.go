@@ -75,11 +75,16 @@ func (t *Tunnel) rotateTicketKeys() {
 			return
 		default:
 		}
+		// Under reloadMu, as Commit hands the keys to the generation it
+		// puts in use: otherwise a Commit that read the keys before this
+		// add could install the old set after it, for a whole period.
+		t.reloadMu.Lock()
 		if err := t.tickets.add(); err != nil {
 			t.log.Log("level", "error", "msg", "could not rotate session ticket keys", "err", err)
 		} else if g := t.gen.Load(); g.server != nil {
 			g.server.SetSessionTicketKeys(t.tickets.current())
 		}
+		t.reloadMu.Unlock()
 		t.rotateTicketKeys()
 	})
 }
