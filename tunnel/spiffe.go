@@ -168,12 +168,22 @@ type workloadHold struct {
 	watch   sync.Once
 }
 
-// acquire returns the source cfg names, reusing the tunnel's own.
+// acquire returns the source cfg names, reusing the tunnel's own while its
+// watch lives. A watch that has ended for good (the agent refused it) is
+// given back and a fresh one started, so a reload recovers from it instead
+// of keeping the last SVID and bundles for the life of the tunnel.
 func (h *workloadHold) acquire(cfg *configs.Tunnel) (*workloadSource, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s, ok := h.held[cfg.UseWorkloadAPIAddr]; ok {
-		return s, nil
+		select {
+		case <-s.done:
+			delete(h.held, cfg.UseWorkloadAPIAddr)
+			s.unsubscribe(h.updates)
+			s.release()
+		default:
+			return s, nil
+		}
 	}
 	s, err := acquireWorkloadSource(cfg.UseWorkloadAPIAddr, cfg.UseWorkloadAPITimeout.D())
 	if err != nil {

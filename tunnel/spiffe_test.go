@@ -231,3 +231,38 @@ func TestSPIFFEWorkloadAPITimeout(t *testing.T) {
 		t.Errorf("%d sources left registered after a failed New", n)
 	}
 }
+
+// TestSPIFFEWorkloadAPIDeadWatchReplaced: a reload gives a tunnel whose
+// watch has ended for good a fresh one, with the agent's current SVID,
+// instead of keeping the last update for the life of the tunnel.
+func TestSPIFFEWorkloadAPIDeadWatchReplaced(t *testing.T) {
+	p := testspiffe.NewPKI(t)
+	_, srvResp := p.Issue(t, "server", "spiffe://example.org/server", time.Time{})
+	agent := testspiffe.Start(t, srvResp)
+	backend := newEcho(t, "tcp", "127.0.0.1:0")
+	cfg := spiffeServer(agent.Addr, backend.addr(), "spiffe://example.org/*")
+	tun := start(t, cfg)
+
+	tun.wl.mu.Lock()
+	dead := tun.wl.held[agent.Addr]
+	tun.wl.mu.Unlock()
+	dead.cancel() // as when the agent refuses the watch: it ends for good
+	select {
+	case <-dead.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not end")
+	}
+	newLeaf, newResp := p.Issue(t, "server2", "spiffe://example.org/server", time.Time{})
+	agent.Push(newResp) // not seen: nothing watches
+
+	if err := tun.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitSPIFFE(t, "the agent's current SVID after the reload", func() bool {
+		c := tun.Certificate()
+		return c != nil && c.Leaf.SerialNumber.Cmp(newLeaf.Cert.SerialNumber) == 0
+	})
+	if n := agent.Fetches.Load(); n != 2 {
+		t.Errorf("%d FetchX509SVID streams, want 2 (the first and its replacement)", n)
+	}
+}
