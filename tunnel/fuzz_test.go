@@ -97,15 +97,15 @@ func FuzzProxyHeader(f *testing.F) {
 			}
 			return
 		}
-		wantClient := byte(pp2ClientSSL)
+		wantClient, wantVerify := byte(pp2ClientSSL), uint32(1)
 		if withCert {
-			wantClient |= pp2ClientCertConn
-			if resumed {
-				wantClient |= pp2ClientCertSess
+			wantClient, wantVerify = wantClient|pp2ClientCertSess, 0
+			if !resumed {
+				wantClient |= pp2ClientCertConn
 			}
 		}
-		if info.SSLClient != wantClient {
-			t.Fatalf("client bits %#x, want %#x", info.SSLClient, wantClient)
+		if info.SSLClient != wantClient || info.SSLVerify != wantVerify {
+			t.Fatalf("client bits %#x verify %d, want %#x %d", info.SSLClient, info.SSLVerify, wantClient, wantVerify)
 		}
 		if info.Version != tlsVersionName(version) || info.Cipher != tls.CipherSuiteName(cipher) {
 			t.Fatalf("version %q cipher %q, want %q %q", info.Version, info.Cipher, tlsVersionName(version), tls.CipherSuiteName(cipher))

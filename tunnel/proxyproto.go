@@ -90,18 +90,26 @@ func proxyTLVs(mode string, cs *tls.ConnectionState) ([]byte, error) {
 	if cs == nil || (mode != ppModeTLS && mode != ppModeTLSFull) {
 		return nil, nil
 	}
+	// The client flags and the verify field as the spec defines them (and
+	// HAProxy sends them): CERT_SESS when the client presented a
+	// certificate in the TLS session, CERT_CONN when it did so on this
+	// connection (a full handshake, not a resumption); verify is 0 only
+	// when a certificate was presented and verified, which every
+	// certificate that reaches here was.
 	client := byte(pp2ClientSSL)
+	verify := []byte{0, 0, 0, 1} // no client certificate
 	var leaf []byte
 	cn := ""
 	if len(cs.PeerCertificates) > 0 {
-		client |= pp2ClientCertConn
-		if cs.DidResume {
-			client |= pp2ClientCertSess
+		client |= pp2ClientCertSess
+		if !cs.DidResume {
+			client |= pp2ClientCertConn
 		}
+		verify = []byte{0, 0, 0, 0}
 		leaf = cs.PeerCertificates[0].Raw
 		cn = cs.PeerCertificates[0].Subject.CommonName
 	}
-	ssl := []byte{client, 0, 0, 0, 0} // verify = 0: the certificate was verified
+	ssl := append([]byte{client}, verify...)
 	var err error
 	if ssl, err = appendTLV(ssl, pp2SubtypeVersion, []byte(tlsVersionName(cs.Version))); err != nil {
 		return nil, err
@@ -150,6 +158,7 @@ type proxyInfo struct {
 	Family     byte
 	Src, Dst   net.TCPAddr
 	SSLClient  byte
+	SSLVerify  uint32
 	Version    string
 	Cipher     string
 	CN         string
@@ -213,6 +222,7 @@ func parseTLVs(p *proxyInfo, b []byte, inSSL bool) error {
 				return errors.New("short SSL TLV")
 			}
 			p.SSLClient = v[0]
+			p.SSLVerify = binary.BigEndian.Uint32(v[1:5])
 			if err := parseTLVs(p, v[5:], true); err != nil {
 				return err
 			}

@@ -634,7 +634,8 @@ func TestProxyProtocol(t *testing.T) {
 					t.Fatal("conn mode carried TLS TLVs")
 				}
 			default:
-				if info.Version != "TLSv1.3" || info.CN != "client" || info.Cipher == "" || info.SSLClient&pp2ClientCertConn == 0 {
+				if info.Version != "TLSv1.3" || info.CN != "client" || info.Cipher == "" ||
+					info.SSLClient != pp2ClientSSL|pp2ClientCertConn|pp2ClientCertSess || info.SSLVerify != 0 {
 					t.Fatalf("TLS TLVs: %+v", info)
 				}
 				if mode == "tls-full" && !bytes.Equal(info.ClientCert, p.client.Cert.Raw) {
