@@ -478,7 +478,8 @@ func (e *end) copyTLS(dst *end, counter *Counter) (int64, error) {
 	defer s.dropReadAhead()
 	var total int64
 	// The handshake may have left whole records in the tls.Conn, so the
-	// first drain runs until the tls.Conn asks for more than it has.
+	// first drain runs until the tls.Conn asks for more than it has: over
+	// as many buffers as they fill.
 	more, first := true, true
 	for {
 		if !more {
@@ -490,7 +491,7 @@ func (e *end) copyTLS(dst *end, counter *Counter) (int64, error) {
 		var n int
 		var rerr error
 		n, more, rerr = e.drainTLS(readLen(buf), first)
-		first = false
+		first = first && more
 		if n > 0 {
 			w, werr := dst.write((*buf)[:n])
 			total += int64(w)
