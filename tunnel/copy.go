@@ -503,7 +503,11 @@ func (e *end) copyTLS(dst *end, counter *Counter) (int64, error) {
 		}
 		putBuf(buf)
 		if rerr != nil {
-			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			// A TCP FIN at a record boundary (with or without
+			// close_notify) is the peer's end of the stream.
+			// io.ErrUnexpectedEOF, a FIN in the middle of a record, is
+			// a truncated stream, and an error like any other.
+			if rerr == io.EOF {
 				return total, nil
 			}
 			return total, rerr

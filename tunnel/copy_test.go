@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
@@ -116,5 +120,59 @@ func TestHandshakeLeftoverRecords(t *testing.T) {
 				t.Fatal("echo differs from what was sent")
 			}
 		})
+	}
+}
+
+// TestTruncatedRecord: a TLS stream that ends (TCP FIN) in the middle of a
+// record is an error, not the client's clean end of the stream: the
+// records before it are forwarded, then the connection is closed on both
+// sides at once (not half-closed, as after a complete stream, with the
+// backend's reply still awaited) and the error is logged.
+func TestTruncatedRecord(t *testing.T) {
+	p := newPKI(t)
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	var logs testnet.Buffer
+	tun := startWith(t, p.serverTunnel(bln.Addr().String()), Deps{Logger: log.NewLogfmtLogger(&logs)})
+
+	raw, err := net.Dial("tcp", tun.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := tls.Client(raw, p.clientTLS())
+	if _, err := c.Write([]byte("complete record\n")); err != nil {
+		t.Fatal(err)
+	}
+	// An application data record header announcing 100 bytes, 10 of them,
+	// then the FIN.
+	raw.Write(append([]byte{23, 3, 3, 0, 100}, make([]byte, 10)...))
+	raw.(*net.TCPConn).CloseWrite()
+
+	back, err := bln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	back.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(back); string(got) != "complete record\n" {
+		t.Fatalf("backend got %q, want the complete record", got)
+	}
+	// The client's side is closed too, now, not after the close timeout
+	// (60 s) with the backend's answer awaited.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); isTimeout(err) {
+		t.Fatal("the client's side stayed open after its stream was cut short")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "unexpected EOF"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the truncation was not logged:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "error during copy") {
+		t.Fatalf("want an 'error during copy' line:\n%s", logs.String())
 	}
 }
