@@ -78,10 +78,14 @@ func (s *Supervisor) Reload() error {
 	} else {
 		err = s.reloadCredentials(nil)
 	}
+	if err == errAbandoned {
+		return nil // as if it had come after the drain began
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if errors.Is(err, errPlan) {
-		s.reload = reloadState{at: time.Now(), ok: false, err: err.Error()}
+		// Nothing changed, so what still needs a restart does too.
+		s.reload = reloadState{at: time.Now(), ok: false, err: err.Error(), restarts: s.reload.restarts}
 		s.fm.successful.Set(0)
 		s.fm.reloads.WithLabelValues("failure").Inc()
 		return err
@@ -119,6 +123,9 @@ func (s *Supervisor) reloadCredentials(skip map[*tunnel.Tunnel]bool) error {
 // errPlan marks a reload that changed nothing because the new file could
 // not be applied as a whole.
 var errPlan = errors.New("fleet reload failed, nothing changed")
+
+// errAbandoned is a reload that a drain overtook while its plan was built.
+var errAbandoned = errors.New("fleet reload abandoned: shutting down")
 
 type planError struct{ errs []error }
 
@@ -192,35 +199,69 @@ func (s *Supervisor) reloadFile(path string) error {
 	for _, t := range cfg.Tunnels {
 		byName[t.Name] = t
 	}
+	// A new tunnel that listens where a retiring one does binds beside it
+	// (SO_REUSEPORT), and the kernel sends it a share of the new
+	// connections at once, which wait for it to serve, and are reset if
+	// the plan fails after all. Such tunnels are built last, once
+	// everything else has been, so that a failing plan never binds them.
+	retiringAt := make(map[string]bool)
 	for _, c := range changes {
-		st := step{change: c, cfg: byName[c.Name], old: current[c.Name]}
+		if c.Kind == "removed" || c.Kind == "replaced" {
+			retiringAt[current[c.Name].Config().Listen] = true
+		}
+	}
+	build := func(st *step) {
 		var err error
-		switch c.Kind {
+		switch st.change.Kind {
 		case "changed":
 			st.prepared, err = st.old.Prepare(st.cfg)
 		case "added", "replaced":
-			s.mu.Lock()
 			st.fresh, err = s.newTunnel(st.cfg)
-			s.mu.Unlock()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: tunnel %q: %w", path, c.Name, err))
+			errs = append(errs, fmt.Errorf("%s: tunnel %q: %w", path, st.change.Name, err))
+		}
+	}
+	var late []int
+	for _, c := range changes {
+		st := step{change: c, cfg: byName[c.Name], old: current[c.Name]}
+		if (c.Kind == "added" || c.Kind == "replaced") && retiringAt[st.cfg.Listen] {
+			late = append(late, len(steps))
+		} else {
+			build(&st)
 		}
 		steps = append(steps, st)
 	}
-	if len(errs) > 0 {
-		s.mu.Lock()
+	for _, i := range late {
+		if len(errs) > 0 {
+			break
+		}
+		build(&steps[i])
+	}
+	if len(errs) == 0 {
+		final := make([]*tunnel.Tunnel, 0, len(steps))
 		for _, st := range steps {
-			if st.fresh != nil {
-				st.fresh.Close()
-				if st.change.Kind == "added" {
-					if m := s.metrics[st.cfg.Name]; m != nil {
-						m.Unregister()
-						delete(s.metrics, st.cfg.Name)
-					}
-				}
+			switch st.change.Kind {
+			case "unchanged", "changed":
+				final = append(final, st.old)
+			case "added", "replaced":
+				final = append(final, st.fresh)
 			}
 		}
+		if err := listenClash(final); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	discard := func() {
+		for _, st := range steps {
+			if st.fresh != nil {
+				s.discardLocked(st.fresh)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		s.mu.Lock()
+		discard()
 		s.mu.Unlock()
 		err := &planError{errs: errs}
 		s.log.Log("level", "error", "msg", "fleet reload failed, nothing changed", "file", path, "err", errors.Join(errs...))
@@ -230,6 +271,16 @@ func (s *Supervisor) reloadFile(path string) error {
 	// Everything is built: apply, which cannot fail.
 	skip := make(map[*tunnel.Tunnel]bool)
 	s.mu.Lock()
+	// A drain that began while the plan was built has the last word: it
+	// stops the tunnels it found, so none may start now. (beginDrain sets
+	// stopping before it takes s.mu to stop the tunnels, and the tunnels
+	// started here are added to s.active before it can finish.)
+	if s.stopping.Load() {
+		discard()
+		s.mu.Unlock()
+		s.log.Log("msg", "fleet reload abandoned: shutting down")
+		return errAbandoned
+	}
 	byStep := make(map[string]*tunnel.Tunnel, len(steps))
 	var retire []*tunnel.Tunnel
 	for _, st := range steps {
@@ -264,13 +315,23 @@ func (s *Supervisor) reloadFile(path string) error {
 		next = append(next, byStep[t.Name])
 	}
 	s.tunnels = next
-	for _, t := range retire {
-		s.retiring[t] = struct{}{}
-	}
-	for _, st := range steps {
-		if st.fresh != nil {
-			s.startLocked(st.fresh)
+	if s.started {
+		for _, t := range retire {
+			s.retiring[t] = struct{}{}
 		}
+		for _, st := range steps {
+			if st.fresh != nil {
+				s.startLocked(st.fresh)
+			}
+		}
+	} else {
+		// Run has not begun: it serves s.tunnels when it does, and the
+		// retired ones never served, so they have nothing to drain.
+		for _, t := range retire {
+			t.Close()
+			s.dropSeries(t.Name(), t.Config().Mode)
+		}
+		retire = nil
 	}
 	s.file = fileState{generation: s.file.generation + 1, sha256: sum}
 	s.reload.restarts = restart

@@ -65,7 +65,7 @@ type Supervisor struct {
 	cfg      *configs.Config
 	tunnels  []*tunnel.Tunnel            // in file order
 	retiring map[*tunnel.Tunnel]struct{} // removed or replaced, draining
-	metrics  map[string]*tunnel.Metrics  // by tunnel name, across replacements
+	metrics  map[seriesKey]*series       // per tunnel name and mode, across replacements
 	view     []statusd.Tunnel            // immutable; replaced when the set changes
 	file     fileState                   // the fleet file as last applied
 	reload   reloadState                 // last reload's outcome
@@ -85,6 +85,43 @@ type Supervisor struct {
 	sigs        chan os.Signal
 	notify      *notifier     // nil unless run by systemd with Type=notify
 	sandbox     *sandboxRules // what Sandbox applied, nil without; guarded by mu
+}
+
+// seriesKey names one tunnel's metric series: its labels.
+type seriesKey struct{ name, mode string }
+
+// series are the metric series of the tunnels of one name and mode: the
+// current one, those draining after a reload replaced them and one being
+// built. They go when the last of those does, so a tunnel replaced by one of
+// the same name and mode carries its counters on.
+type series struct {
+	m    *tunnel.Metrics
+	refs int
+}
+
+// holdSeries returns the series for name and mode, creating them for the
+// first holder. Under s.mu.
+func (s *Supervisor) holdSeries(name, mode string) *tunnel.Metrics {
+	k := seriesKey{name, mode}
+	e := s.metrics[k]
+	if e == nil {
+		e = &series{m: s.fam.For(name, mode)}
+		s.metrics[k] = e
+	}
+	e.refs++
+	return e.m
+}
+
+// dropSeries lets go of a holdSeries; the last holder unregisters them.
+// Under s.mu.
+func (s *Supervisor) dropSeries(name, mode string) {
+	k := seriesKey{name, mode}
+	if e := s.metrics[k]; e != nil {
+		if e.refs--; e.refs <= 0 {
+			e.m.Unregister()
+			delete(s.metrics, k)
+		}
+	}
 }
 
 // fileState identifies the applied fleet file.
@@ -116,7 +153,7 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 	}
 	s := &Supervisor{cfg: cfg, log: logger, reg: reg,
 		retiring: make(map[*tunnel.Tunnel]struct{}),
-		metrics:  make(map[string]*tunnel.Metrics),
+		metrics:  make(map[seriesKey]*series),
 		draining: make(chan struct{}), shutdownCh: make(chan struct{}),
 		quiet: tunnel.Quiet{
 			Conns:         cfg.IsQuiet("conns"),
@@ -153,6 +190,10 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 			return nil, fmt.Errorf("tunnel %q: %w", tc.Name, err)
 		}
 		s.tunnels = append(s.tunnels, t)
+	}
+	if err := listenClash(s.tunnels); err != nil {
+		s.closeAll()
+		return nil, err
 	}
 	s.publishLocked()
 	if cfg.Status != "" {
@@ -197,27 +238,34 @@ func digest(b []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// newTunnel builds a tunnel, reusing the metric series of an earlier
-// tunnel of the same name.
+// newTunnel builds a tunnel, holding the metric series of its name and
+// mode (those of an earlier tunnel, when one is still around). It takes
+// s.mu only for the series: building reads files, resolves names and may
+// wait for a Workload API, and /_status and a drain must not wait on that.
+// The caller releases a tunnel it does not keep with discard.
 func (s *Supervisor) newTunnel(tc configs.Tunnel) (*tunnel.Tunnel, error) {
-	m := s.metrics[tc.Name]
-	fresh := m == nil
-	if fresh {
-		m = s.fam.For(tc.Name, tc.Mode)
-	}
+	s.mu.Lock()
+	m := s.holdSeries(tc.Name, tc.Mode)
+	s.mu.Unlock()
 	t, err := tunnel.New(tc, tunnel.Deps{
 		Logger:  log.With(s.log, "tunnel", tc.Name),
 		Metrics: m,
 		Quiet:   s.quiet,
 	})
 	if err != nil {
-		if fresh {
-			m.Unregister()
-		}
+		s.mu.Lock()
+		s.dropSeries(tc.Name, tc.Mode)
+		s.mu.Unlock()
 		return nil, err
 	}
-	s.metrics[tc.Name] = m
 	return t, nil
+}
+
+// discardLocked closes a tunnel that newTunnel built and that never served
+// (a reload that did not apply), and lets go of its series. Under s.mu.
+func (s *Supervisor) discardLocked(t *tunnel.Tunnel) {
+	t.Close()
+	s.dropSeries(t.Name(), t.Config().Mode)
 }
 
 func minConnectTimeout(cfg *configs.Config) time.Duration {
@@ -235,8 +283,8 @@ func (s *Supervisor) closeAll() {
 	for _, t := range s.tunnels {
 		t.Close()
 	}
-	for _, m := range s.metrics {
-		m.Unregister()
+	for _, e := range s.metrics {
+		e.m.Unregister()
 	}
 	s.fam.Unregister()
 	s.fm.unregister()
@@ -336,8 +384,8 @@ func (s *Supervisor) serve(t *tunnel.Tunnel) {
 	s.forget(t)
 }
 
-// forget drops a drained tunnel from the status view; when no tunnel of
-// that name remains, its metric series go too.
+// forget drops a drained tunnel from the status view and lets go of its
+// metric series (which go when no tunnel of that name and mode is left).
 func (s *Supervisor) forget(t *tunnel.Tunnel) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -346,19 +394,7 @@ func (s *Supervisor) forget(t *tunnel.Tunnel) {
 		return // still current: shutting down, keep it in /_status
 	}
 	delete(s.retiring, t)
-	still := false
-	for _, c := range s.tunnels {
-		still = still || c.Name() == t.Name()
-	}
-	for r := range s.retiring {
-		still = still || r.Name() == t.Name()
-	}
-	if !still {
-		if m := s.metrics[t.Name()]; m != nil {
-			m.Unregister()
-			delete(s.metrics, t.Name())
-		}
-	}
+	s.dropSeries(t.Name(), t.Config().Mode)
 	s.publishLocked()
 }
 
