@@ -108,7 +108,8 @@ func isSet(t *Tunnel, key string) bool {
 	if v.Kind() == reflect.Slice {
 		return v.Len() > 0
 	}
-	return !v.IsZero()
+	d := DefaultTunnelSettings()
+	return !v.Equal(tunnelValue(&d, key))
 }
 
 // resetSetting puts the setting key of t back to its built-in default.

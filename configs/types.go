@@ -24,6 +24,10 @@ const (
 // Defaults, as upstream Ghostunnel's flags have them.
 const (
 	DefaultConnectTimeout  = 10 * time.Second
+	// DefaultWorkloadAPITimeout is how long a tunnel waits for its first
+	// SVID from the SPIFFE Workload API; 0 set explicitly waits
+	// indefinitely (upstream's flag).
+	DefaultWorkloadAPITimeout = 10 * time.Minute
 	DefaultCloseTimeout    = 60 * time.Second
 	DefaultShutdownTimeout = 5 * time.Minute
 	DefaultMetricsPrefix   = "ghostunnel"
@@ -115,7 +119,7 @@ type Tunnel struct {
 	// bundles come from the agent at UseWorkloadAPIAddr (unix:///PATH or
 	// tcp://IP:PORT; $SPIFFE_ENDPOINT_SOCKET when empty) and rotate without
 	// a reload. UseWorkloadAPITimeout bounds the wait for the first SVID
-	// (0: the default, 10m).
+	// (default 10m; 0 waits indefinitely).
 	UseWorkloadAPI        bool     `yaml:"use-workload-api,omitempty"`
 	UseWorkloadAPIAddr    string   `yaml:"use-workload-api-addr,omitempty"`
 	UseWorkloadAPITimeout Duration `yaml:"use-workload-api-timeout,omitempty"`
@@ -217,8 +221,9 @@ type Config struct {
 // every tunnel starts from before `defaults:` and its own keys apply.
 func DefaultTunnelSettings() Tunnel {
 	return Tunnel{
-		ConnectTimeout: Duration(DefaultConnectTimeout),
-		CloseTimeout:   Duration(DefaultCloseTimeout),
+		ConnectTimeout:        Duration(DefaultConnectTimeout),
+		CloseTimeout:          Duration(DefaultCloseTimeout),
+		UseWorkloadAPITimeout: Duration(DefaultWorkloadAPITimeout),
 	}
 }
 

@@ -554,3 +554,20 @@ func TestValidateACMEStray(t *testing.T) {
 	tn.Keystore = ""
 	checkProblems(t, Validate(config(tn)), want{"", "(or auto-acme-cert)"})
 }
+
+// TestWorkloadAPITimeoutDefault: unset, use-workload-api-timeout is 10m and
+// needs nothing; set to 0 (upstream's "wait indefinitely") it stays 0 and,
+// like any value other than the default, needs use-workload-api.
+func TestWorkloadAPITimeoutDefault(t *testing.T) {
+	d := DefaultTunnelSettings()
+	if d.UseWorkloadAPITimeout.D() != DefaultWorkloadAPITimeout {
+		t.Fatalf("default %v, want %v", d.UseWorkloadAPITimeout.D(), DefaultWorkloadAPITimeout)
+	}
+	if isSet(&d, "use-workload-api-timeout") {
+		t.Fatal("the default counts as set")
+	}
+	d.UseWorkloadAPITimeout = 0
+	if !isSet(&d, "use-workload-api-timeout") {
+		t.Fatal("an explicit 0 does not count as set")
+	}
+}

@@ -20,10 +20,6 @@ import (
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
 )
 
-// DefaultWorkloadAPITimeout is how long a tunnel waits for the first SVID
-// when use-workload-api-timeout is not set (upstream's default).
-const DefaultWorkloadAPITimeout = 10 * time.Minute
-
 // workloadState is one update of the Workload API, immutable.
 type workloadState struct {
 	cert *tls.Certificate // the default SVID as presented in handshakes
@@ -58,7 +54,9 @@ var workloadSources = struct {
 
 // acquireWorkloadSource returns the shared watch of addr ("" for
 // $SPIFFE_ENDPOINT_SOCKET), starting it if needed, once it has delivered
-// its first SVID. Each successful call must be matched by release.
+// its first SVID: within timeout, or, when it is 0, however long that takes
+// (unless the watch ends for good). Each successful call must be matched by
+// release.
 func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource, error) {
 	if addr == "" {
 		var ok bool
@@ -68,9 +66,6 @@ func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource,
 	}
 	if err := validateWorkloadAddr(addr); err != nil {
 		return nil, fmt.Errorf("workload API address %q: %w", addr, err)
-	}
-	if timeout <= 0 {
-		timeout = DefaultWorkloadAPITimeout
 	}
 	workloadSources.mu.Lock()
 	s := workloadSources.m[addr]
@@ -92,18 +87,25 @@ func acquireWorkloadSource(addr string, timeout time.Duration) (*workloadSource,
 	s.refs++
 	workloadSources.mu.Unlock()
 
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	var expired <-chan time.Time // 0: wait indefinitely, as upstream
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
 	select {
 	case <-s.ready:
 		return s, nil
 	case <-s.done:
-	case <-timer.C:
+	case <-expired:
 	}
 	s.release()
 	why := "no update yet"
 	if e := s.lastErr.Load(); e != nil {
 		why = *e
+	}
+	if timeout <= 0 { // the watch ended for good
+		return nil, fmt.Errorf("workload API %s: no X.509 SVID: %s", addr, why)
 	}
 	return nil, fmt.Errorf("workload API %s: no X.509 SVID within %s: %s", addr, timeout, why)
 }

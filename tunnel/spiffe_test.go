@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,5 +265,45 @@ func TestSPIFFEWorkloadAPIDeadWatchReplaced(t *testing.T) {
 	})
 	if n := agent.Fetches.Load(); n != 2 {
 		t.Errorf("%d FetchX509SVID streams, want 2 (the first and its replacement)", n)
+	}
+}
+
+// TestSPIFFEWorkloadAPITimeoutZero: use-workload-api-timeout 0 waits for
+// the first SVID however long it takes (upstream's "0 waits indefinitely"),
+// and still gives up when the watch ends for good.
+func TestSPIFFEWorkloadAPITimeoutZero(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wlapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	addr := "unix://" + filepath.Join(dir, "none.sock")
+	got := make(chan error, 1)
+	go func() {
+		s, err := acquireWorkloadSource(addr, 0)
+		if s != nil {
+			s.release()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("returned at once with no agent and no timeout: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	workloadSources.mu.Lock()
+	s := workloadSources.m[addr]
+	workloadSources.mu.Unlock()
+	if s == nil {
+		t.Fatal("no watch registered")
+	}
+	s.cancel() // the watch ends for good
+	select {
+	case err := <-got:
+		if err == nil || strings.Contains(err.Error(), "within") {
+			t.Fatalf("after the watch ended: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still waiting after the watch ended")
 	}
 }

@@ -240,7 +240,7 @@ var flagTable = []flagSpec{
 		help: "SPIFFE Workload API address, unix:///PATH or tcp://IP:PORT (implies --use-workload-api).",
 		ptr:  func(d *dest) any { return &d.tun.UseWorkloadAPIAddr }},
 	{name: "use-workload-api-timeout", kind: kindDuration, scope: scopeTunnel, placeholder: "DURATION",
-		help: "How long to wait for the first SVID from the SPIFFE Workload API (default: 10m).",
+		help: "How long to wait for the first SVID from the SPIFFE Workload API (default: 10m; 0 waits indefinitely).",
 		ptr:  func(d *dest) any { return &d.tun.UseWorkloadAPITimeout }},
 	{name: "timed-reload", kind: kindDuration, scope: scopeTunnel, placeholder: "DURATION",
 		help: "Reload credentials every interval (e.g. 300s); also on SIGHUP.",
