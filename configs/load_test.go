@@ -147,10 +147,10 @@ func TestBadFiles(t *testing.T) {
 			`bad-values.bad.yaml:9:9: tunnel "web": allow-uri: URI pattern "spiffe://example.org/front*": "*" must be a whole path segment`,
 			`bad-values.bad.yaml:10:9: tunnel "web": allow-uri: URI pattern "spiffe://example.org/**/admin": "**" is only allowed as the last segment`,
 			`bad-values.bad.yaml:11:26: tunnel "web": allow-ip: invalid IP address "10.0.0.256"`,
-			`bad-values.bad.yaml:12:5: tunnel "web": proxy-protocol-mode requires proxy-protocol`,
-			`bad-values.bad.yaml:13:5: tunnel "web": target-status must be an http:// or https:// URL`,
-			`bad-values.bad.yaml:20:23: tunnel "cli": verify-spki-pin: invalid SPKI pin "sha256:AAAA": a sha256 digest is 32 bytes, not 3`,
-			`bad-values.bad.yaml:20:36: tunnel "cli": verify-spki-pin: invalid SPKI pin "md5:AAAA": unknown hash "md5"`,
+			`bad-values.bad.yaml:13:5: tunnel "web": proxy-protocol-mode: proxy-protocol and proxy-protocol-mode are mutually exclusive`,
+			`bad-values.bad.yaml:14:5: tunnel "web": target-status must be an http:// or https:// URL`,
+			`bad-values.bad.yaml:21:23: tunnel "cli": verify-spki-pin: invalid SPKI pin "sha256:AAAA": a sha256 digest is 32 bytes, not 3`,
+			`bad-values.bad.yaml:21:36: tunnel "cli": verify-spki-pin: invalid SPKI pin "md5:AAAA": unknown hash "md5"`,
 		}},
 	}
 	files, _ := filepath.Glob(filepath.Join(testdata, "*.bad.yaml"))

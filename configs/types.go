@@ -138,7 +138,8 @@ type Tunnel struct {
 	AllowPolicy  string `yaml:"allow-policy,omitempty"`
 	AllowQuery   string `yaml:"allow-query,omitempty"`
 	UnsafeTarget bool   `yaml:"unsafe-target,omitempty"`
-	// ProxyProtocol sends a PROXY v2 header to the target.
+	// ProxyProtocol sends a PROXY v2 header to the target; so does
+	// ProxyProtocolMode, which says which (the two are exclusive).
 	ProxyProtocol     bool   `yaml:"proxy-protocol,omitempty"`
 	ProxyProtocolMode string `yaml:"proxy-protocol-mode,omitempty"` // conn (default), tls, tls-full
 

@@ -313,6 +313,13 @@ func (v *validator) workloadAPI(i int, t *Tunnel) bool {
 			v.at(i, "use-workload-api", "{use-workload-api} is mutually exclusive with {%s}", key)
 		}
 	}
+	// As upstream: the Workload API verifies peers as SVIDs, which pin-only
+	// authentication would bypass.
+	for _, key := range []string{"allow-spki-pin", "verify-spki-pin"} {
+		if isSet(t, key) {
+			v.at(i, key, "{%s} is mutually exclusive with {use-workload-api}", key)
+		}
+	}
 	if t.UseWorkloadAPIAddr != "" {
 		if err := validateWorkloadAddr(t.UseWorkloadAPIAddr); err != nil {
 			v.at(i, "use-workload-api-addr", "invalid address %q: %v (want unix:///PATH or tcp://IP:PORT)", t.UseWorkloadAPIAddr, err)
@@ -524,8 +531,10 @@ func (v *validator) options(i int, t *Tunnel) {
 	if t.ProxyProtocolMode != "" && !slices.Contains(ProxyProtocolModes, t.ProxyProtocolMode) {
 		v.at(i, "proxy-protocol-mode", "invalid mode %q (want conn, tls or tls-full)", t.ProxyProtocolMode)
 	}
-	if t.ProxyProtocolMode != "" && !t.ProxyProtocol && t.Mode != ModeClient {
-		v.at(i, "proxy-protocol-mode", "{proxy-protocol-mode} requires {proxy-protocol}")
+	// As upstream: the mode alone turns the header on (conn is what
+	// proxy-protocol alone sends), and naming both is refused.
+	if t.ProxyProtocolMode != "" && t.ProxyProtocol {
+		v.at(i, "proxy-protocol-mode", "{proxy-protocol} and {proxy-protocol-mode} are mutually exclusive")
 	}
 	if _, err := ParseTLSVersion(t.MaxTLSVersion); err != nil {
 		v.at(i, "max-tls-version", "%v", err)

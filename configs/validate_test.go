@@ -266,9 +266,14 @@ func TestValidateTunnel(t *testing.T) {
 		{"empty entry", func() Tunnel { t := server(); t.AllowCN = []string{""}; return t }, want{"allow-cn", "empty value"}},
 
 		// Options.
-		{"proxy-protocol-mode", func() Tunnel { t := server(); t.ProxyProtocol, t.ProxyProtocolMode = true, "tls-full"; return t }, want{}},
-		{"proxy-protocol-mode unknown", func() Tunnel { t := server(); t.ProxyProtocol, t.ProxyProtocolMode = true, "full"; return t }, want{"proxy-protocol-mode", `invalid mode "full"`}},
-		{"proxy-protocol-mode alone", func() Tunnel { t := server(); t.ProxyProtocolMode = "conn"; return t }, want{"proxy-protocol-mode", "proxy-protocol-mode requires proxy-protocol"}},
+		{"proxy-protocol-mode", func() Tunnel { t := server(); t.ProxyProtocolMode = "tls-full"; return t }, want{}},
+		{"proxy-protocol-mode unknown", func() Tunnel { t := server(); t.ProxyProtocolMode = "full"; return t }, want{"proxy-protocol-mode", `invalid mode "full"`}},
+		{"allow-spki-pin with the workload API", func() Tunnel {
+			t := server()
+			t.Keystore, t.AllowAll, t.UseWorkloadAPI, t.AllowSPKIPin = "", false, true, []string{"sha256:" + strings.Repeat("A", 43) + "="}
+			return t
+		}, want{"allow-spki-pin", "allow-spki-pin is mutually exclusive with use-workload-api"}},
+		{"proxy-protocol and its mode", func() Tunnel { t := server(); t.ProxyProtocol, t.ProxyProtocolMode = true, "conn"; return t }, want{"proxy-protocol-mode", "proxy-protocol and proxy-protocol-mode are mutually exclusive"}},
 		{"max-tls-version 1.2", func() Tunnel { t := server(); t.MaxTLSVersion = "TLS1.2"; return t }, want{}},
 		{"max-tls-version 1.3", func() Tunnel { t := server(); t.MaxTLSVersion = "1.3"; return t }, want{}},
 		{"max-tls-version 1.1", func() Tunnel { t := server(); t.MaxTLSVersion = "TLS1.1"; return t }, want{"max-tls-version", `unknown TLS version "TLS1.1"`}},

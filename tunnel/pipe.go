@@ -92,7 +92,7 @@ func (t *Tunnel) handle(c net.Conn) {
 			return
 		}
 		back = &end{sock: newSock(bc)}
-		if g.cfg.ProxyProtocol {
+		if g.cfg.ProxyProtocol || g.cfg.ProxyProtocolMode != "" {
 			mode := g.cfg.ProxyProtocolMode
 			if mode == "" {
 				mode = ppModeConn

@@ -172,11 +172,14 @@ func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// Through a proxy the target may only resolve on the proxy's side, as
-	// upstream assumes too.
-	if cfg.Mode == configs.ModeClient && !cfg.SkipResolve && cfg.Proxy == "" {
-		if err := resolveTarget(cfg.Target, cfg.ConnectTimeout.D()); err != nil {
-			return nil, fmt.Errorf("invalid target address: %w", err)
+	// The target's name must resolve at startup in both modes, as upstream
+	// checks it, unless skip-resolve. Through a proxy (client tunnels) it
+	// may only resolve on the proxy's side, as upstream assumes too.
+	if !cfg.SkipResolve && (cfg.Mode == configs.ModeServer || cfg.Proxy == "") {
+		if network, addr, err := configs.ParseAddress(cfg.Target); err == nil && network == configs.NetworkTCP {
+			if err := resolveTarget(addr, cfg.ConnectTimeout.D()); err != nil {
+				return nil, fmt.Errorf("invalid target address: %w", err)
+			}
 		}
 	}
 	t.m = deps.Metrics
@@ -269,9 +272,13 @@ func resolveTarget(target string, timeout time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err = net.DefaultResolver.LookupHost(ctx, host)
+	_, err = lookupHost(ctx, host)
 	return err
 }
+
+// lookupHost resolves names for resolveTarget (a var for the tests, which
+// have no DNS).
+var lookupHost = net.DefaultResolver.LookupHost
 
 // Name is the tunnel's name.
 func (t *Tunnel) Name() string { return t.name }

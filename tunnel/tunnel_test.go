@@ -607,7 +607,8 @@ func TestProxyProtocol(t *testing.T) {
 				hdr <- append(b, rest...)
 			}()
 			cfg := p.serverTunnel(ln.Addr().String())
-			cfg.ProxyProtocol = true
+			// proxy-protocol alone sends conn; a mode alone turns it on too.
+			cfg.ProxyProtocol = mode == ""
 			cfg.ProxyProtocolMode = mode
 			tun := start(t, cfg)
 			c, err := dialTLS(tun.Addr().String(), p.clientTLS())
@@ -730,5 +731,46 @@ func TestBackendUpFollowsConnections(t *testing.T) {
 	}
 	if v := tun.m.backendUp.Value(); v != 1 {
 		t.Fatalf("after the backend came back, backend_up = %v", v)
+	}
+}
+
+// TestTargetResolvedAtStartup: a target name that does not resolve fails
+// the start of server and client tunnels alike, with upstream's "invalid
+// target address", unless skip-resolve; unix targets are not looked up.
+func TestTargetResolvedAtStartup(t *testing.T) {
+	orig := lookupHost
+	t.Cleanup(func() { lookupHost = orig })
+	var asked []string
+	lookupHost = func(_ context.Context, host string) ([]string, error) {
+		asked = append(asked, host)
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	p := newPKI(t)
+	srv := p.serverTunnel("backend.example:80")
+	srv.UnsafeTarget = true
+	cli := p.clientTunnel("server.example:443")
+	for _, cfg := range []configs.Tunnel{srv, cli} {
+		if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "invalid target address") {
+			t.Errorf("%s tunnel with an unresolvable target: %v", cfg.Mode, err)
+		}
+		cfg.SkipResolve = true
+		tun, err := New(cfg, Deps{})
+		if err != nil {
+			t.Fatalf("%s tunnel with skip-resolve: %v", cfg.Mode, err)
+		}
+		tun.Close()
+	}
+	if len(asked) != 2 {
+		t.Errorf("looked up %v, want one lookup per tunnel without skip-resolve", asked)
+	}
+	unix := p.serverTunnel("unix:" + filepath.Join(t.TempDir(), "app.sock"))
+	asked = nil
+	tun, err := New(unix, Deps{})
+	if err != nil {
+		t.Fatalf("unix target: %v", err)
+	}
+	tun.Close()
+	if len(asked) != 0 {
+		t.Errorf("a unix target was looked up: %v", asked)
 	}
 }

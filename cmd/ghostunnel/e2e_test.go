@@ -403,6 +403,13 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", "/nonexistent.pem", "--allow-all"}, "/nonexistent.pem"},
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all", "--connect-timeout", "ten"}, "--connect-timeout"},
 		{[]string{"server", "--bogus"}, "--bogus"},
+		// As upstream: the mode alone turns the PROXY header on; both flags are refused.
+		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
+			"--proxy-protocol", "--proxy-protocol-mode", "tls"}, "--proxy-protocol and --proxy-protocol-mode are mutually exclusive"},
+		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--use-workload-api-addr", "unix:///nonexistent.sock",
+			"--allow-spki-pin", "sha256:" + strings.Repeat("A", 43) + "="}, "--allow-spki-pin is mutually exclusive with --use-workload-api"},
+		{[]string{"client", "--listen", "127.0.0.1:0", "--target", "localhost:1", "--use-workload-api-addr", "unix:///nonexistent.sock",
+			"--verify-spki-pin", "sha256:" + strings.Repeat("A", 43) + "="}, "--verify-spki-pin is mutually exclusive with --use-workload-api"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
