@@ -23,15 +23,15 @@ const (
 
 // Defaults, as upstream Ghostunnel's flags have them.
 const (
-	DefaultConnectTimeout  = 10 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
 	// DefaultWorkloadAPITimeout is how long a tunnel waits for its first
 	// SVID from the SPIFFE Workload API; 0 set explicitly waits
 	// indefinitely (upstream's flag).
 	DefaultWorkloadAPITimeout = 10 * time.Minute
-	DefaultCloseTimeout    = 60 * time.Second
-	DefaultShutdownTimeout = 5 * time.Minute
-	DefaultMetricsPrefix   = "ghostunnel"
-	DefaultMetricsInterval = 30 * time.Second
+	DefaultCloseTimeout       = 60 * time.Second
+	DefaultShutdownTimeout    = 5 * time.Minute
+	DefaultMetricsPrefix      = "ghostunnel"
+	DefaultMetricsInterval    = 30 * time.Second
 )
 
 // Quiet families accepted by --quiet / quiet:.
