@@ -164,6 +164,7 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 	s.sigs = make(chan os.Signal, 8)
 	if opts.Signals {
 		signal.Notify(s.sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+		defer dieOnStopSignal()()
 	}
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
 	s.notify = newNotifier()
@@ -231,6 +232,36 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 		s.status = st
 	}
 	return s, nil
+}
+
+// dieOnStopSignal makes SIGTERM and SIGINT end the process at once, as
+// they would with no handler, until the returned func is called (when New
+// returns). Building the tunnels can take long (the Workload API's first
+// SVID may take minutes), and an orchestrator must be able to stop a
+// process stuck there; upstream subscribes to signals only once listening.
+// SIGHUP and SIGUSR1 wait in s.sigs for Run, so a reload asked for during
+// startup is not lost and does not kill the process.
+func dieOnStopSignal() (done func()) {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	built := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-stop:
+			select {
+			case <-built: // New returned: Run drains on it (s.sigs has it too)
+				return
+			default:
+			}
+			signal.Reset(sig)
+			syscall.Kill(syscall.Getpid(), sig.(syscall.Signal))
+		case <-built:
+		}
+	}()
+	return func() {
+		close(built)
+		signal.Stop(stop)
+	}
 }
 
 func digest(b []byte) string {
