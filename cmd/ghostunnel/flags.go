@@ -472,7 +472,7 @@ func parseArgs(args []string, lookupEnv func(string) (string, bool)) (*invocatio
 				}
 			}
 			i = len(args)
-		case a == "-h" || a == "--help":
+		case a == "-h" || a == "--help" || a == "--help-long": // upstream's help is the long one
 			return p.help(), nil
 		case a == "--version":
 			p.inv.Command = cmdVersion

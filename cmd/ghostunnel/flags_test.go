@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -416,6 +417,7 @@ func TestParseArgsHelpAndVersion(t *testing.T) {
 		{[]string{"server", "--help"}, "help", "server"},
 		{[]string{"client", "-h", "--bogus"}, "help", "client"},
 		{[]string{"--keystore", "k", "help"}, "help", ""},
+		{[]string{"--help-long"}, "help", ""},
 		{[]string{"--version"}, "version", ""},
 		{[]string{"version"}, "version", ""},
 		{[]string{"server", "--listen", "l:1", "--version"}, "version", ""},
@@ -433,6 +435,26 @@ func TestParseArgsHelpAndVersion(t *testing.T) {
 				t.Fatalf("Help is not usage(%q):\n%s", tc.wantMode, inv.Help)
 			}
 		})
+	}
+}
+
+// TestHelpAndVersionOnStderr: usage and the version go to stderr with exit
+// 0, as upstream's kingpin writes them, so `ghostunnel --version 2>&1` and
+// scripts that read stderr see them.
+func TestHelpAndVersionOnStderr(t *testing.T) {
+	for _, args := range [][]string{nil, {"--help"}, {"server", "--help"}, {"--version"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 0 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if stdout.Len() != 0 || stderr.Len() == 0 {
+			t.Errorf("%v: %d bytes on stdout, %d on stderr; want all on stderr", args, stdout.Len(), stderr.Len())
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	run([]string{"--version"}, &stdout, &stderr)
+	if !regexp.MustCompile(`^rev \S+ built with go\S+ \(pkcs11: (true|false), keychain: false\)\n$`).MatchString(stderr.String()) {
+		t.Errorf("--version: %q", stderr.String())
 	}
 }
 

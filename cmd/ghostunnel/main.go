@@ -44,11 +44,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	switch inv.Command {
+	// Help and version go to stderr, as upstream's kingpin writes them.
 	case cmdHelp:
-		fmt.Fprint(stdout, inv.Help)
+		fmt.Fprint(stderr, inv.Help)
 		return 0
 	case cmdVersion:
-		fmt.Fprintf(stdout, "rev %s built with %s\n", version, runtime.Version())
+		fmt.Fprintf(stderr, "rev %s built with %s (pkcs11: %v, keychain: false)\n", version, runtime.Version(), pkcs11Built)
 		return 0
 	case cmdValidate:
 		return validateFile(inv.ConfigPath, stdout, stderr)
