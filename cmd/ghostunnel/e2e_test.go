@@ -403,6 +403,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", "/nonexistent.pem", "--allow-all"}, "/nonexistent.pem"},
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all", "--connect-timeout", "ten"}, "--connect-timeout"},
 		{[]string{"server", "--bogus"}, "--bogus"},
+		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
+			"--cipher-suites", "AES,BOGUS"}, "invalid cipher suite option: BOGUS"},
 		// As upstream: the mode alone turns the PROXY header on; both flags are refused.
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
 			"--proxy-protocol", "--proxy-protocol-mode", "tls"}, "--proxy-protocol and --proxy-protocol-mode are mutually exclusive"},

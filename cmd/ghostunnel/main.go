@@ -76,6 +76,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// checkCipherSuites validates --cipher-suites as upstream does, although
+// the value changes nothing here (our suites are fixed to modern AEADs): a
+// command line upstream refuses is refused here too.
+func checkCipherSuites(inv *invocation) error {
+	list, ok := inv.Unsupported["cipher-suites"]
+	if !ok {
+		return nil
+	}
+	_, unsafe := inv.Unsupported["allow-unsafe-cipher-suites"]
+	for _, suite := range strings.Split(list, ",") {
+		switch strings.TrimSpace(suite) {
+		case "AES", "CHACHA":
+		case "UNSAFE-AZURE":
+			if !unsafe {
+				return fmt.Errorf("--cipher-suites: %s needs --allow-unsafe-cipher-suites", suite)
+			}
+		default:
+			return fmt.Errorf("invalid cipher suite option: %s", suite)
+		}
+	}
+	return nil
+}
+
 // checkFlags refuses what this build does not do and validates the one
 // tunnel a command line describes, naming the flags at fault.
 func checkFlags(inv *invocation, stderr io.Writer) int {
@@ -89,6 +112,10 @@ func checkFlags(inv *invocation, stderr io.Writer) int {
 	if len(names) > 0 {
 		sort.Strings(names)
 		fmt.Fprintf(stderr, "ghostunnel: error: %s: not supported by this build yet (see the README's compatibility table)\n", strings.Join(names, ", "))
+		return 1
+	}
+	if err := checkCipherSuites(inv); err != nil {
+		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", err)
 		return 1
 	}
 	if ps := configs.Validate(&inv.Config); ps.HasErrors() {
