@@ -280,7 +280,7 @@ var flagTable = []flagSpec{
 		ptr:  func(d *dest) any { return &d.tun.ProxyProtocol }},
 	{name: "proxy-protocol-mode", kind: kindString, scope: scopeServer, placeholder: "MODE",
 		enum: []string{"conn", "tls", "tls-full"},
-		help: "PROXY v2 header content: conn, tls (adds TLS info) or tls-full (adds client cert).",
+		help: "Send a PROXY v2 header: conn, tls (adds TLS info) or tls-full (adds client cert); not with --proxy-protocol.",
 		ptr:  func(d *dest) any { return &d.tun.ProxyProtocolMode }},
 	{name: "unsafe-target", kind: kindBool, scope: scopeServer,
 		help: "Allow a target other than localhost, loopback or a UNIX socket.",
