@@ -56,17 +56,7 @@ func TestReloadOvertakenByDrain(t *testing.T) {
 	fifo := slowFile(t, f.dir)
 	head := "shutdown-timeout: 2s\ndefaults:\n  allow-all: true\ntunnels:\n"
 	one := serverTunnel("one", p1, b.addr(), f, "    cacert: "+f.ca.CAFile+"\n")
-	path := f.write("fleet.yaml", head+one+serverTunnel("z", pz, b.addr(), f, "    cacert: "+f.ca.CAFile+"\n"))
-	cfg, err := configs.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(context.Background(), Options{}) }()
+	s, done := runSupervisor(t, f.write("fleet.yaml", head+one+serverTunnel("z", pz, b.addr(), f, "    cacert: "+f.ca.CAFile+"\n")))
 	waitFor(t, "tunnel one", func() bool { return echoTLS(p1, f.clientTLS(nil)) == nil })
 
 	// Add "two", and change "z", whose new CA file is slow to read.

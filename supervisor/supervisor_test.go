@@ -124,6 +124,13 @@ func (b *backend) count() int {
 // running starts a supervisor for the file at path and stops it at the end.
 func running(t *testing.T, path string) *Supervisor {
 	t.Helper()
+	s, _ := runSupervisor(t, path)
+	return s
+}
+
+// runSupervisor is running that also says when Run has returned.
+func runSupervisor(t *testing.T, path string) (*Supervisor, <-chan struct{}) {
+	t.Helper()
 	cfg, err := configs.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -133,17 +140,20 @@ func running(t *testing.T, path string) *Supervisor {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, Options{}) }()
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		s.Run(ctx, Options{})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(20 * time.Second):
 			t.Error("supervisor did not stop")
 		}
 	})
-	return s
+	return s, exited
 }
 
 func echo(c net.Conn, msg string) error { return testnet.Echo(c, msg, 5*time.Second) }

@@ -5,19 +5,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostunnel-fleet/ghostunnel/configs"
 	"github.com/ghostunnel-fleet/ghostunnel/internal/testpki"
 )
 
-// TestReauthorize: with reauthorize on, an allow-list change closes the
-// open connections of peers it no longer admits and leaves the others.
-func TestReauthorize(t *testing.T) {
+// reauthorizing starts a server tunnel that admits the CNs client and
+// other, with reauthorize on.
+func reauthorizing(t *testing.T) (*pki, *echo, configs.Tunnel, *Tunnel) {
 	p := newPKI(t)
 	backend := newEcho(t, "tcp", "127.0.0.1:0")
 	cfg := p.serverTunnel(backend.addr())
 	cfg.AllowAll = false
 	cfg.AllowCN = []string{"client", "other"}
 	cfg.Reauthorize = true
-	tun := start(t, cfg)
+	return p, backend, cfg, start(t, cfg)
+}
+
+// TestReauthorize: with reauthorize on, an allow-list change closes the
+// open connections of peers it no longer admits and leaves the others.
+func TestReauthorize(t *testing.T) {
+	p, backend, cfg, tun := reauthorizing(t)
 
 	other := p.ca.Issue("other", testpki.Options{CN: "other", Client: true})
 	keep := openEcho(t, tun.Addr().String(), p.clientTLS(), "a")
@@ -65,13 +72,7 @@ func TestReauthorize(t *testing.T) {
 // is checked against the new rules too (the reload's pass over the open
 // connections ran before it was one).
 func TestReauthorizeHandshakeInFlight(t *testing.T) {
-	p := newPKI(t)
-	backend := newEcho(t, "tcp", "127.0.0.1:0")
-	cfg := p.serverTunnel(backend.addr())
-	cfg.AllowAll = false
-	cfg.AllowCN = []string{"client", "other"}
-	cfg.Reauthorize = true
-	tun := start(t, cfg)
+	p, _, cfg, tun := reauthorizing(t)
 	other := p.ca.Issue("other", testpki.Options{CN: "other", Client: true}).TLS()
 
 	// dialHeld starts a handshake with cert and holds it, after the server
