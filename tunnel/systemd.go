@@ -20,8 +20,11 @@ var (
 	activationErr   error
 )
 
-// activated returns the socket systemd passed under name. Each socket can be
-// taken once.
+// activated returns a listener on the socket systemd passed under name, on
+// a duplicate of its descriptor: the original stays open for the life of the
+// process (systemd keeps one too), so a tunnel that a reload rebuilds on the
+// same socket, or a reload tried again after a failed one that had taken it,
+// gets it again. Closing the listener closes only the duplicate.
 func activated(name string) (net.Listener, error) {
 	activationOnce.Do(func() { activationFiles, activationErr = activationSockets() })
 	if activationErr != nil {
@@ -35,8 +38,6 @@ func activated(name string) (net.Listener, error) {
 		}
 		return nil, fmt.Errorf("no socket named %q passed by systemd (have: %s)", name, strings.Join(names, ", "))
 	}
-	delete(activationFiles, name)
-	defer f.Close()
 	return net.FileListener(f)
 }
 

@@ -111,3 +111,68 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 		t.Fatal("no exit after SIGTERM")
 	}
 }
+
+// TestSystemdSocketAcrossReload: a fleet reload that rebuilds the tunnel on
+// a socket systemd passed (renamed here, so the old one leaves and a new one
+// takes the same socket) gets the socket again; before, each socket could
+// be taken once, and the reload failed with "no socket named".
+func TestSystemdSocketAcrossReload(t *testing.T) {
+	p := newE2EPKI(t)
+	backend := echoServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnFile, _ := ln.(*net.TCPListener).File()
+	addr := ln.Addr().String()
+	ln.Close()
+
+	fleet := func(name string) string {
+		return fleetYAML([]string{"shutdown-timeout: 5s"},
+			[]string{"name: " + name, "mode: server", "listen: systemd:tunnel", "target: " + backend,
+				"keystore: " + p.server.Combined, "cacert: " + p.ca.CAFile, "allow-all: true"})
+	}
+	cfg := writeFile(t, filepath.Join(p.dir, "fleet.yaml"), fleet("a"), 0o600)
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binary(t), "-config", cfg)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=tunnel")
+	cmd.ExtraFiles = []*os.File{lnFile}
+	out := &testnet.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("output:\n%s", out.String())
+		}
+	}()
+	lnFile.Close()
+	waitFor := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), what); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the output", what)
+			}
+		}
+	}
+	client := &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{p.client.TLS()}}
+	waitFor("listening for connections")
+	for _, name := range []string{"b", "a"} { // away and back: the socket is taken three times
+		writeFile(t, cfg, fleet(name), 0o600)
+		cmd.Process.Signal(syscall.SIGHUP)
+		waitFor("fleet reload: tunnel added\" tunnel=" + name)
+		c, err := tls.Dial("tcp", addr, client)
+		if err != nil {
+			t.Fatalf("after the reload to %s: %v", name, err)
+		}
+		roundTripE2E(t, c, "again")
+		c.Close()
+	}
+	if strings.Contains(out.String(), "no socket named") {
+		t.Fatal("a reload could not take the socket again")
+	}
+}
