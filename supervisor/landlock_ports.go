@@ -242,6 +242,11 @@ const sandboxRestart = "restart ghostunnel to apply this change (or set disable-
 // refuse lists what t needs that r does not allow.
 func (r *sandboxRules) refuse(t *configs.Tunnel) []error {
 	var errs []error
+	// A fleet with a PKCS#11 tunnel at startup runs without the sandbox
+	// (Sandbox): the module and the libraries it loads are out of reach.
+	if t.PKCS11Module != "" {
+		errs = append(errs, fmt.Errorf("pkcs11-module: PKCS#11 modules load libraries the landlock sandbox does not allow; %s", sandboxRestart))
+	}
 	if r.net {
 		for _, u := range tunnelPorts(t) {
 			allowed, what := r.ports.connect, "connect to"

@@ -429,6 +429,8 @@ func TestLandlockReloadCheck(t *testing.T) {
 		{"certificate in another directory", false, tun(func(t *configs.Tunnel) { t.Cert = filepath.Join(elsewhere, "a.crt") }), "changed",
 			[]string{`tunnel "a": ` + filepath.Join(elsewhere, "a.crt") + ": the landlock sandbox does not allow reading files in " + elsewhere}},
 		{"certificate in a subdirectory", false, tun(func(t *configs.Tunnel) { t.Cert = filepath.Join(certs, "new", "a.crt") }), "changed", nil},
+		{"a PKCS#11 module", false, tun(func(t *configs.Tunnel) { t.PKCS11Module = filepath.Join(certs, "softhsm2.so") }), "changed",
+			[]string{`tunnel "a": pkcs11-module: PKCS#11 modules load libraries the landlock sandbox does not allow; restart ghostunnel`}},
 		{"unix socket in a new directory", false, tun(func(t *configs.Tunnel) { t.Listen = "unix:" + filepath.Join(elsewhere, "a.sock") }), "replaced",
 			[]string{"listen: the landlock sandbox does not allow creating sockets in " + elsewhere}},
 	} {
