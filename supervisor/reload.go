@@ -293,8 +293,10 @@ func (s *Supervisor) reloadFile(path string) error {
 			byStep[st.change.Name] = st.old
 		case "added":
 			byStep[st.change.Name] = st.fresh
+			skip[st.fresh] = true // just built from its files
 		case "replaced":
 			byStep[st.change.Name] = st.fresh
+			skip[st.fresh] = true
 			retire = append(retire, st.old)
 		case "removed":
 			retire = append(retire, st.old)
