@@ -1,6 +1,9 @@
 package tunnel
 
 import (
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,5 +81,52 @@ func TestTimedReloadFollowsSettings(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := reloads(); got != stopped {
 		t.Fatalf("timed reloads went on after timed-reload was cleared: %v -> %v", stopped, got)
+	}
+}
+
+// TestReloadDoesNotRevertNewerSettings: a credential reload (timed-reload,
+// SIGHUP) still reading its files when new settings are applied (a fleet
+// reload) does not put the settings it started from back over them.
+func TestReloadDoesNotRevertNewerSettings(t *testing.T) {
+	p := newPKI(t)
+	e := newEcho(t, "tcp", "127.0.0.1:0")
+	cfg := p.serverTunnel(e.addr()) // allow-all
+	tun := start(t, cfg)
+	ca, err := os.ReadFile(p.ca.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCopy := filepath.Join(p.dir, "ca-copy.pem")
+	if err := os.WriteFile(caCopy, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The CA bundle becomes a FIFO: the reload blocks reading it.
+	os.Remove(p.ca.CAFile)
+	if err := syscall.Mkfifo(p.ca.CAFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- tun.Reload() }()
+	time.Sleep(100 * time.Millisecond)
+
+	tighter := cfg
+	tighter.CACert, tighter.AllowAll, tighter.AllowCN = caCopy, false, []string{"nobody"}
+	if err := tun.Apply(tighter); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(p.ca.CAFile, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(ca)
+	w.Close()
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	if got := tun.Config(); got.AllowAll || got.CACert != caCopy {
+		t.Fatalf("the reload put the old settings back: allow-all %v, cacert %s", got.AllowAll, got.CACert)
+	}
+	if err := echoOK(tun.Addr().String(), p.clientTLS()); err == nil {
+		t.Fatal("a client the applied rules refuse got through")
 	}
 }

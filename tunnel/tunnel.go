@@ -424,7 +424,13 @@ func (t *Tunnel) Reload() error {
 	if t.State() == StateStopping {
 		return nil
 	}
-	return t.Apply(t.gen.Load().cfg)
+	base := t.gen.Load()
+	p, err := t.Prepare(base.cfg)
+	if err != nil {
+		return err
+	}
+	t.commit(p, base)
+	return nil
 }
 
 // Apply switches the tunnel to new settings with the same listen address:
@@ -470,10 +476,21 @@ func (t *Tunnel) Prepare(cfg configs.Tunnel) (*Prepared, error) {
 
 // Commit puts a prepared generation in use. It cannot fail. During a drain
 // it does nothing.
-func (t *Tunnel) Commit(p *Prepared) {
+func (t *Tunnel) Commit(p *Prepared) { t.commit(p, nil) }
+
+// commit is Commit; with a base, only if base is still the generation in
+// use. A credential reload (Reload: SIGHUP, timed-reload) rebuilds the
+// settings it started from, which can take a while (a slow file system, a
+// keystore's key derivation, a PKCS#11 login); settings applied meanwhile
+// (a fleet reload) are newer and read their files afresh, so the reload's
+// generation is dropped rather than put back over them.
+func (t *Tunnel) commit(p *Prepared, base *generation) {
 	t.reloadMu.Lock()
 	defer t.reloadMu.Unlock()
 	if t.State() == StateStopping {
+		return
+	}
+	if base != nil && t.gen.Load() != base {
 		return
 	}
 	g := p.g
