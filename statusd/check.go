@@ -31,6 +31,7 @@ type checker struct {
 // done is closed, and read after.
 type checkEntry struct {
 	done     chan struct{}
+	timeout  time.Duration
 	deadline time.Time
 	err      error
 	finished time.Time
@@ -85,7 +86,11 @@ func (c *checker) check(ctx context.Context, ts []Tunnel, all bool) []error {
 		name := t.Name()
 		e := c.entries[name]
 		if e == nil || !c.fresh(e, now) {
-			e = &checkEntry{done: make(chan struct{}), deadline: now.Add(c.timeout)}
+			timeout := c.timeout
+			if ct, ok := t.(CheckTimeouter); ok && ct.CheckTimeout() > 0 {
+				timeout = ct.CheckTimeout()
+			}
+			e = &checkEntry{done: make(chan struct{}), timeout: timeout, deadline: now.Add(timeout)}
 			c.entries[name] = e
 			c.wg.Add(1)
 			go c.run(t, e)
@@ -125,7 +130,7 @@ func (c *checker) check(ctx context.Context, ts []Tunnel, all bool) []error {
 		case <-e.done:
 			errs[i] = e.err
 		default:
-			errs[i] = fmt.Errorf("backend check timed out after %s", c.timeout)
+			errs[i] = fmt.Errorf("backend check timed out after %s", e.timeout)
 		}
 	}
 	return errs

@@ -319,3 +319,30 @@ func TestCheckTimeout(t *testing.T) {
 		t.Errorf("slow gamma: %d %s", code, raw)
 	}
 }
+
+// timedTunnel is a fakeTunnel with a check timeout of its own.
+type timedTunnel struct {
+	*fakeTunnel
+	timeout time.Duration
+}
+
+func (t timedTunnel) CheckTimeout() time.Duration { return t.timeout }
+
+// TestCheckTimeoutPerTunnel: a tunnel with a timeout of its own (a tunnel's
+// connect timeout) is checked within it, not within another tunnel's or
+// the server's default.
+func TestCheckTimeoutPerTunnel(t *testing.T) {
+	quick := timedTunnel{newFakeTunnel("quick", "server", nil), 100 * time.Millisecond}
+	patient := timedTunnel{newFakeTunnel("patient", "server", nil), 3 * time.Second}
+	quick.setCheck(nil, time.Minute)
+	patient.setCheck(nil, 400*time.Millisecond)
+	src := &fakeSource{tunnels: []Tunnel{quick, patient}}
+	s := serve(t, Config{Addr: "http://127.0.0.1:0", Source: src, CheckTimeout: 200 * time.Millisecond})
+	_, st, raw := getStatus(t, httpEndpoint(t, s), "/_status")
+	if len(st.Tunnels) != 2 || st.Tunnels[0].BackendOK {
+		t.Errorf("quick (a 1-minute check, 100ms timeout) reported healthy: %s", raw)
+	}
+	if !st.Tunnels[1].BackendOK {
+		t.Errorf("patient (400ms check, 3s timeout) cut short: %s", raw)
+	}
+}

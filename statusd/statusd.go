@@ -76,6 +76,12 @@ type Tunnel interface {
 	CheckBackend(ctx context.Context) error
 }
 
+// CheckTimeouter is a Tunnel whose backend checks have a timeout of their
+// own (a tunnel's connect timeout), instead of Config.CheckTimeout.
+type CheckTimeouter interface {
+	CheckTimeout() time.Duration
+}
+
 // Source gives the current set of tunnels. The set may change at runtime;
 // Tunnels is called per status request and per status handshake.
 //
@@ -158,7 +164,8 @@ type Config struct {
 	// the latest of the tunnels' LastReload.
 	LastReload func() time.Time
 
-	// CheckTimeout bounds a round of backend checks; DefaultCheckTimeout if
+	// CheckTimeout bounds a tunnel's backend check, unless the tunnel has a
+	// timeout of its own (CheckTimeouter); DefaultCheckTimeout if
 	// zero. The supervisor passes the connect timeout.
 	CheckTimeout time.Duration
 	// CheckCacheTTL is how long a finished backend check result is reused;

@@ -223,7 +223,6 @@ func New(cfg *configs.Config, opts Options) (*Supervisor, error) {
 			Revision:       opts.Revision,
 			Stopping:       s.stopping.Load,
 			LastReload:     func() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return s.reload.at },
-			CheckTimeout:   minConnectTimeout(cfg),
 		})
 		if err != nil {
 			s.closeAll()
@@ -297,16 +296,6 @@ func (s *Supervisor) newTunnel(tc configs.Tunnel) (*tunnel.Tunnel, error) {
 func (s *Supervisor) discardLocked(t *tunnel.Tunnel) {
 	t.Close()
 	s.dropSeries(t.Name(), t.Config().Mode)
-}
-
-func minConnectTimeout(cfg *configs.Config) time.Duration {
-	d := configs.DefaultConnectTimeout
-	for _, t := range cfg.Tunnels {
-		if t.ConnectTimeout.D() > 0 && t.ConnectTimeout.D() < d {
-			d = t.ConnectTimeout.D()
-		}
-	}
-	return d
 }
 
 func (s *Supervisor) closeAll() {
@@ -551,6 +540,10 @@ func (a adapter) Name() string                           { return a.t.Name() }
 func (a adapter) Mode() string                           { return a.t.Mode() }
 func (a adapter) Certificate() *tls.Certificate          { return a.t.Certificate() }
 func (a adapter) CheckBackend(ctx context.Context) error { return a.t.CheckBackend(ctx) }
+
+// CheckTimeout is the tunnel's own connect timeout (statusd.CheckTimeouter),
+// which CheckBackend applies too.
+func (a adapter) CheckTimeout() time.Duration { return a.t.Config().ConnectTimeout.D() }
 func (a adapter) Snapshot() statusd.TunnelStatus {
 	s := a.t.Snapshot()
 	return statusd.TunnelStatus{

@@ -654,7 +654,8 @@ func (t *Tunnel) checkBackend(ctx context.Context) error {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("target-status %s returned %s", g.cfg.TargetStatus, resp.Status)
+			// Redacted: /_status shows this, and the URL may carry a password.
+			return fmt.Errorf("target-status %s returned %s", req.URL.Redacted(), resp.Status)
 		}
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -772,5 +773,25 @@ func TestTargetResolvedAtStartup(t *testing.T) {
 	tun.Close()
 	if len(asked) != 0 {
 		t.Errorf("a unix target was looked up: %v", asked)
+	}
+}
+
+// TestTargetStatusErrorRedacted: a failed target-status check, which
+// /_status shows, names the URL without its password.
+func TestTargetStatusErrorRedacted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	p := newPKI(t)
+	cfg := p.serverTunnel("127.0.0.1:1")
+	cfg.TargetStatus = "http://monitor:S3cret@" + ln.Addr().String() + "/health"
+	tun := start(t, cfg)
+	err = tun.CheckBackend(context.Background())
+	if err == nil || strings.Contains(err.Error(), "S3cret") || !strings.Contains(err.Error(), "500") {
+		t.Fatalf("check error %v: want the 500, without the password", err)
 	}
 }
