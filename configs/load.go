@@ -397,6 +397,13 @@ func (l *loader) dropOtherModeDefaults(t *Tunnel, sc *scope) {
 		if m := KeyMode(key); m != "" && m != t.Mode {
 			resetSetting(t, key)
 		}
+		// disable-authentication means "present no certificate" to a
+		// client and "ask for none" to a server: a default meant for the
+		// clients must not open the servers to everyone. A server tunnel
+		// turns its authentication off itself.
+		if key == "disable-authentication" && t.Mode == ModeServer {
+			resetSetting(t, key)
+		}
 	}
 }
 
@@ -436,6 +443,11 @@ func (l *loader) decode(dst reflect.Value, f field, e entry, tunnel int) bool {
 	}
 	ptr := reflect.New(f.typ)
 	if err := val.Decode(ptr.Interface()); err != nil {
+		if f.typ == reflect.TypeFor[Secret]() {
+			// yaml's message quotes the value: never for a secret.
+			l.problem(val, tunnel, f.key, "want a string (the value is not shown: it is a secret)")
+			return false
+		}
 		l.problem(val, tunnel, f.key, "%s", cleanDecodeError(err))
 		return false
 	}
@@ -572,7 +584,8 @@ func (l *loader) resolvePath(p string) string {
 }
 
 func (l *loader) resolveSocket(addr string) string {
-	if p, ok := strings.CutPrefix(addr, prefixUnix); ok && p != "" {
+	// unix:@name is a Linux abstract socket, not a path.
+	if p, ok := strings.CutPrefix(addr, prefixUnix); ok && p != "" && !strings.HasPrefix(p, "@") {
 		return prefixUnix + l.resolvePath(p)
 	}
 	return addr

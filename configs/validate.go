@@ -576,8 +576,14 @@ func (v *validator) uniqueNames() {
 // tunnel or the status server listens.
 func (v *validator) listenCollisions() {
 	status, hasStatus := statusEndpoint(v.c.Status)
-	var seen []endpoint
-	var owner []int
+	// Endpoints can only collide on the same port (or socket name), so
+	// each is compared with those that share it: linear in the fleet.
+	type seenAt struct {
+		e     endpoint
+		owner int
+	}
+	seen := make(map[string][]seenAt)
+	bucket := func(e endpoint) string { return fmt.Sprintf("%s/%d/%s", e.network, e.port, e.name) }
 	for i, t := range v.c.Tunnels {
 		e, ok := parseEndpoint(t.Listen)
 		if !ok {
@@ -586,8 +592,12 @@ func (v *validator) listenCollisions() {
 		if hasStatus && e.collides(status) {
 			v.at(i, "listen", "{listen} address %q is also the {status} address %q", t.Listen, v.c.Status)
 		}
-		if j := slices.IndexFunc(seen, e.collides); j >= 0 {
-			other := owner[j]
+		if e.network == NetworkTCP && e.port == 0 {
+			continue // an ephemeral port collides with nothing
+		}
+		b := bucket(e)
+		if j := slices.IndexFunc(seen[b], func(s seenAt) bool { return e.collides(s.e) }); j >= 0 {
+			other := seen[b][j].owner
 			format := "{listen} address %q is already used by tunnel %q"
 			args := []any{t.Listen, tunnelLabel(v.c, other)}
 			if o := v.c.Tunnels[other].Listen; o != t.Listen {
@@ -596,8 +606,7 @@ func (v *validator) listenCollisions() {
 			}
 			v.at(i, "listen", format, args...)
 		}
-		seen = append(seen, e)
-		owner = append(owner, i)
+		seen[b] = append(seen[b], seenAt{e, i})
 	}
 }
 
