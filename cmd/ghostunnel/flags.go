@@ -851,7 +851,7 @@ func fromFlagsYAML(inv *invocation) string {
 		if reflect.DeepEqual(cv.Field(i).Interface(), dv.Field(i).Interface()) {
 			continue
 		}
-		root.Content = append(root.Content, scalarKey(key), valueNode(cv.Field(i).Interface()))
+		root.Content = append(root.Content, scalarKey(key), escapeDollars(valueNode(cv.Field(i).Interface())))
 	}
 
 	item := &yaml.Node{Kind: yaml.MappingNode}
@@ -869,8 +869,10 @@ func fromFlagsYAML(inv *invocation) string {
 			var v *yaml.Node
 			if env := secretEnv(key); env != "" {
 				v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "${" + env + "}"}
+			} else if ph, ok := configs.SecretPlaceholders[key]; ok {
+				v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: ph}
 			} else {
-				v = valueNode(tv.Field(i).Interface())
+				v = escapeDollars(valueNode(tv.Field(i).Interface()))
 			}
 			if env := inv.FromEnv[key]; env != "" {
 				v.LineComment = "from $" + env
@@ -889,6 +891,19 @@ func fromFlagsYAML(inv *invocation) string {
 	}
 	_ = enc.Close()
 	return strings.Join(head, "\n") + "\n" + buf.String()
+}
+
+// escapeDollars writes each $ in n's strings as $$, so that the fleet file
+// reads them back as they were (a file expands ${VAR}; a flag value does
+// not).
+func escapeDollars(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		n.Value = strings.ReplaceAll(n.Value, "$", "$$")
+	}
+	for _, c := range n.Content {
+		escapeDollars(c)
+	}
+	return n
 }
 
 // secretEnv returns the environment variable of the secret flag key

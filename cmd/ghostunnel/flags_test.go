@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -724,5 +725,37 @@ func TestParseArgsConcurrent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFromFlagsParsesBack: what config from-flags prints loads back as a
+// fleet file with the same values: a literal $ stays one, and the proxy URL
+// (which may carry a password) becomes ${GHOSTUNNEL_PROXY}.
+func TestFromFlagsParsesBack(t *testing.T) {
+	inv, err := parseArgs(strings.Fields("config from-flags client --listen localhost:9000 --target api.example.com:443 --keystore /k.pem"+
+		" --verify-cn team$${X} --verify-cn a$b --proxy http://u:pw@proxy.example.com:3128"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fromFlagsYAML(inv)
+	if strings.Contains(out, "pw@") {
+		t.Fatalf("the proxy password is printed:\n%s", out)
+	}
+	env := func(k string) (string, bool) {
+		if k == "GHOSTUNNEL_PROXY" {
+			return "http://u:pw@proxy.example.com:3128", true
+		}
+		return "", false
+	}
+	c, err := configs.Parse([]byte(out), "from-flags.yaml", env)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	tn := c.Tunnels[0]
+	if want := []string{"team$${X}", "a$b"}; !slices.Equal(tn.VerifyCN, want) {
+		t.Errorf("verify-cn %q, want %q\n%s", tn.VerifyCN, want, out)
+	}
+	if tn.Proxy.Reveal() != "http://u:pw@proxy.example.com:3128" {
+		t.Errorf("proxy did not come back through ${GHOSTUNNEL_PROXY}:\n%s", out)
 	}
 }
