@@ -156,6 +156,15 @@ func serve(cfg *configs.Config, stdout, stderr io.Writer) int {
 		what = cfg.Tunnels[0].Mode + " mode"
 	}
 	logger.Log("msg", "starting ghostunnel in "+what, "version", version, "tunnels", len(cfg.Tunnels), "config", cfg.Path)
+	// Warnings (a setting that has no effect) do not stop a start; they are
+	// logged, as flags on the command line or as keys from a file.
+	for _, w := range configs.Validate(cfg).Warnings() {
+		msg := w.Error()
+		if cfg.Path == "" {
+			msg = w.FlagError()
+		}
+		logger.Log("level", "warn", "msg", msg)
+	}
 	opts := supervisor.Options{Logger: logger, Revision: version, Signals: true}
 	sup, err := supervisor.New(cfg, opts)
 	if err != nil {

@@ -35,3 +35,13 @@ func TestStopSignalDuringStartup(t *testing.T) {
 		t.Fatalf("process state %v, want terminated by SIGTERM", p.cmd.ProcessState)
 	}
 }
+
+// TestWarningsLogged: a setting that has no effect does not stop a start,
+// and the process says so.
+func TestWarningsLogged(t *testing.T) {
+	p := newE2EPKI(t)
+	pr := startProc(t, nil, "server", "--listen", freeAddr(t), "--target", echoServer(t),
+		"--keystore", p.server.Combined, "--allow-all", "--auto-acme-email", "ops@example.com")
+	pr.waitLog("--auto-acme-email has no effect without --auto-acme-cert", 10*time.Second)
+	pr.waitLog("listening for connections", 10*time.Second)
+}
