@@ -3,6 +3,7 @@ package statusd
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 )
@@ -21,7 +22,7 @@ func redactArgs(args []string) []string {
 	out := make([]string, len(args))
 	redactNext := false
 	for i, a := range args {
-		out[i] = a
+		out[i] = redactURLPassword(a)
 		if redactNext {
 			out[i] = "<redacted>"
 			redactNext = false
@@ -43,6 +44,29 @@ func redactArgs(args []string) []string {
 		}
 	}
 	return out
+}
+
+// redactURLPassword hides the password of a URL in arg (a whole argument,
+// or the value of --flag=URL): --metrics-url and --target-status take URLs
+// that may carry one.
+func redactURLPassword(arg string) string {
+	prefix, value := "", arg
+	if strings.HasPrefix(arg, "-") {
+		if name, v, ok := strings.Cut(arg, "="); ok {
+			prefix, value = name+"=", v
+		}
+	}
+	if !strings.Contains(value, "@") || !strings.Contains(value, "://") {
+		return arg
+	}
+	u, err := url.Parse(value)
+	if err != nil || u.User == nil {
+		return arg
+	}
+	if _, ok := u.User.Password(); !ok {
+		return arg
+	}
+	return prefix + u.Redacted()
 }
 
 // serveCmdline is pprof.Cmdline with secret flag values redacted: the

@@ -146,3 +146,21 @@ func FuzzRedactArgs(f *testing.F) {
 		}
 	})
 }
+
+// TestRedactURLPasswords: a URL flag value's password (--metrics-url,
+// --target-status) is hidden in the pprof command line, in both forms;
+// URLs without one are left as they are.
+func TestRedactURLPasswords(t *testing.T) {
+	args := []string{"ghostunnel", "--metrics-url", "https://push:hunter2@m.example.com/in",
+		"server", "--target-status=http://mon:hunter2@127.0.0.1:8081/health", "--target", "127.0.0.1:8080",
+		"--metrics-graphite", "g.example.com:2003", "--status", "https://127.0.0.1:9000"}
+	out := strings.Join(redactArgs(args), " ")
+	if strings.Contains(out, "hunter2") {
+		t.Fatalf("a URL password survived: %s", out)
+	}
+	for _, keep := range []string{"https://push:xxxxx@m.example.com/in", "--target-status=http://mon:xxxxx@127.0.0.1:8081/health", "https://127.0.0.1:9000"} {
+		if !strings.Contains(out, keep) {
+			t.Errorf("%q not in %s", keep, out)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sort"
 	"strings"
@@ -66,6 +67,10 @@ func keyDigests(v any, secrets bool) map[string]string {
 				continue
 			}
 			f = s.Reveal()
+		} else if str, ok := f.(string); ok && !secrets {
+			// A URL (metrics-url, target-status) may carry a password:
+			// the served digest must not let anyone test guesses of it.
+			f = withoutURLPassword(str)
 		}
 		sum := sha256.Sum256(fmt.Appendf(nil, "%#v", f))
 		out[tag] = hex.EncodeToString(sum[:8])
@@ -164,4 +169,20 @@ func FetchFingerprint(addr string, timeout time.Duration) (Fingerprint, error) {
 	}
 	err = json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&fp)
 	return fp, err
+}
+
+// withoutURLPassword is s with the password of the URL it holds replaced by
+// a marker, and s itself when it holds none.
+func withoutURLPassword(s string) string {
+	if !strings.Contains(s, "@") || !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); !ok {
+		return s
+	}
+	return u.Redacted()
 }

@@ -309,3 +309,19 @@ func TestReloadBeforeRun(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// TestFingerprintHidesURLPasswords: /_config/fingerprint's digest of a URL
+// setting does not depend on the URL's password, so it cannot be used to
+// test guesses of it.
+func TestFingerprintHidesURLPasswords(t *testing.T) {
+	with := func(pw string) Fingerprint {
+		cfg := configs.DefaultConfig()
+		cfg.MetricsURL = "https://push:" + pw + "@metrics.example.com/ingest"
+		cfg.Tunnels = []configs.Tunnel{{Name: "a", Mode: "server", TargetStatus: "http://monitor:" + pw + "@127.0.0.1:8081/health"}}
+		return FingerprintOf(&cfg)
+	}
+	a, b := with("hunter2"), with("s3cret")
+	if a.Process["metrics-url"] != b.Process["metrics-url"] || a.Tunnels["a"]["target-status"] != b.Tunnels["a"]["target-status"] {
+		t.Fatal("the served digests of URL settings depend on their passwords")
+	}
+}
