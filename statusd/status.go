@@ -100,6 +100,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	var lastReload time.Time
 	var failed []string
 	nfailed := 0
+	var current []int // rows of the tunnels not retiring
 	for i, t := range ts {
 		snap := t.Snapshot()
 		tj := tunnelJSON{
@@ -119,15 +120,25 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		if !snap.NextRotation.IsZero() {
 			tj.NextRotation = snap.NextRotation.UTC().Format(time.RFC3339)
 		}
+		// A tunnel a reload removed or replaced drains on while the fleet
+		// serves: its backend may well be gone, and that is no reason to
+		// report the fleet unhealthy (and have it restarted). It shows in
+		// its own row, and is left out of the fleet's answer.
+		retiring := !stopping && snap.State == StateStopping
+		if !retiring {
+			current = append(current, len(resp.Tunnels))
+		}
 		if errs[i] != nil {
 			tj.BackendStatus = statusCritical
 			tj.BackendError = errs[i].Error()
+		}
+		if errs[i] != nil && !retiring {
 			resp.BackendOK = false
 			if nfailed++; len(failed) < maxJoinedErrors {
 				failed = append(failed, tj.Name+": "+tj.BackendError)
 			}
 		}
-		if !stopping {
+		if !stopping && !retiring {
 			resp.Message = mergeState(resp.Message, tj.State)
 		}
 		if snap.LastReload.After(lastReload) {
@@ -143,8 +154,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.LastReload = formatReload(lastReload)
 
-	if len(ts) == 1 {
+	if len(current) == 1 || len(ts) == 1 {
 		tj := resp.Tunnels[0]
+		if len(current) == 1 {
+			tj = resp.Tunnels[current[0]]
+		}
 		resp.ListenAddress, resp.ForwardAddress = &tj.ListenAddress, &tj.ForwardAddress
 		resp.BackendError = tj.BackendError
 	} else if nfailed > 0 {

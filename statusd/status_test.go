@@ -346,3 +346,25 @@ func TestCheckTimeoutPerTunnel(t *testing.T) {
 		t.Errorf("patient (400ms check, 3s timeout) cut short: %s", raw)
 	}
 }
+
+// TestRetiringTunnelLeftOutOfFleetHealth: a tunnel a reload removed, still
+// draining while the fleet serves, shows its failed backend in its own row
+// but does not make the fleet unhealthy; the one tunnel left is the
+// top-level listen and forward address.
+func TestRetiringTunnelLeftOutOfFleetHealth(t *testing.T) {
+	keep := newFakeTunnel("keep", "server", nil)
+	old := newFakeTunnel("old", "server", nil)
+	old.setState(StateStopping)
+	old.setCheck(errors.New("connection refused"), 0)
+	s := serve(t, Config{Addr: "http://127.0.0.1:0", Source: newFakeSource(keep, old)})
+	code, st, raw := getStatus(t, httpEndpoint(t, s), "/_status")
+	if code != http.StatusOK || !st.OK || st.Message != StateListening {
+		t.Fatalf("a draining, removed tunnel made the fleet unhealthy: %d %s", code, raw)
+	}
+	if len(st.Tunnels) != 2 || st.Tunnels[1].BackendOK || st.Tunnels[1].BackendError == "" {
+		t.Errorf("the draining tunnel's own row: %s", raw)
+	}
+	if !strings.Contains(string(raw), `"listen_address":"127.0.0.1:8443"`) {
+		t.Errorf("no top-level listen address for the one current tunnel: %s", raw)
+	}
+}
