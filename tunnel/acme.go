@@ -278,6 +278,14 @@ func (t *Tunnel) acmeLoop() {
 	}
 }
 
+// notAfter is the expiry of the certificate g presents, zero without one.
+func (g *generation) notAfter() time.Time {
+	if c := g.presented(); c != nil && c.Leaf != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
 // presented is the certificate g presents now: the ACME one (nil before
 // it is obtained), or the one of its credentials.
 func (g *generation) presented() *tls.Certificate {

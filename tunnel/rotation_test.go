@@ -130,3 +130,22 @@ func TestReloadDoesNotRevertNewerSettings(t *testing.T) {
 		t.Fatal("a client the applied rules refuse got through")
 	}
 }
+
+// TestCertNotAfterFollowsReload: cert_not_after is the certificate the
+// tunnel presents after a reload, and 0 once it presents none.
+func TestCertNotAfterFollowsReload(t *testing.T) {
+	p := newPKI(t)
+	cfg := p.clientTunnel("localhost:1")
+	tun := start(t, cfg)
+	if got := tun.m.certNotAfter.Value(); got != float64(p.client.Cert.NotAfter.Unix()) {
+		t.Fatalf("cert_not_after %v, want the client certificate's %v", got, p.client.Cert.NotAfter.Unix())
+	}
+	none := cfg
+	none.Keystore, none.Cert, none.Key, none.DisableAuthentication = "", "", "", true
+	if err := tun.Apply(none); err != nil {
+		t.Fatal(err)
+	}
+	if got := tun.m.certNotAfter.Value(); got != 0 {
+		t.Fatalf("cert_not_after %v with no certificate, want 0", got)
+	}
+}

@@ -506,11 +506,16 @@ func (t *Tunnel) commit(p *Prepared, base *generation) {
 	t.startLoops(g)
 	t.m.reloads.Inc()
 	t.watchWorkloadAPI(g)
-	if na := g.creds.notAfter(); !na.IsZero() {
+	// The certificate the tunnel now presents (an ACME one included), and
+	// 0 when it presents none (a client tunnel that no longer has one).
+	na := g.notAfter()
+	if na.IsZero() {
+		t.m.certNotAfter.Set(0)
+	} else {
 		t.m.certNotAfter.Set(float64(na.Unix()))
 	}
 	t.lastReload.Store(&reloadResult{at: time.Now()})
-	t.log.Log("msg", "reloaded credentials", "not_after", g.creds.notAfter().Format(time.RFC3339))
+	t.log.Log("msg", "reloaded credentials", "not_after", na.Format(time.RFC3339))
 	if g.cfg.Reauthorize {
 		t.reauthorize(g)
 	}
