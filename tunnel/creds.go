@@ -90,6 +90,11 @@ func loadPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("reading CA bundle: %w", err)
 	}
 	return poolCache.load(keyOf("CA bundle", data), func() (*x509.CertPool, error) {
+		// Certificates Go cannot parse are skipped, as upstream does (a
+		// system-style bundle may hold one); a cut-short block is not.
+		if err := pemComplete(data); err != nil {
+			return nil, fmt.Errorf("CA bundle %s: %w", path, err)
+		}
 		p := x509.NewCertPool()
 		if !p.AppendCertsFromPEM(data) {
 			return nil, fmt.Errorf("CA bundle %s: no PEM certificates found", path)
@@ -110,6 +115,12 @@ func loadCertKey(certPath, keyPath string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("reading key: %w", err)
 	}
 	return certCache.load(keyOf("cert and key", certPEM, keyPEM), func() (*tls.Certificate, error) {
+		if err := pemComplete(certPEM); err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", certPath, err)
+		}
+		if err := pemComplete(keyPEM); err != nil {
+			return nil, fmt.Errorf("key %s: %w", keyPath, err)
+		}
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("certificate %s with key %s: %w", certPath, keyPath, err)
@@ -170,6 +181,9 @@ func parseKeystore(path string, data []byte, pass string) (*tls.Certificate, err
 }
 
 func parsePEMKeystore(path string, data []byte) (*tls.Certificate, error) {
+	if err := pemComplete(data); err != nil {
+		return nil, fmt.Errorf("keystore %s: %w", path, err)
+	}
 	var certPEM, keyPEM []byte
 	for rest := data; ; {
 		var b *pem.Block
@@ -242,4 +256,26 @@ func insecureFileModes(t *configs.Tunnel) []string {
 		}
 	}
 	return out
+}
+
+// errPEMCut is a PEM file that ends in the middle of a block, or has one
+// that does not decode: typically a file caught while it is rewritten in
+// place. pem.Decode stops at such a block, so whatever follows (an
+// intermediate, a new CA) would be dropped without a word.
+var errPEMCut = errors.New("a PEM block is cut short or malformed (was the file being written?)")
+
+// pemComplete checks that every PEM block of data decodes.
+func pemComplete(data []byte) error {
+	rest := data
+	for {
+		b, r := pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		rest = r
+	}
+	if bytes.Contains(rest, []byte("-----BEGIN")) {
+		return errPEMCut
+	}
+	return nil
 }

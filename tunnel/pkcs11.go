@@ -92,6 +92,9 @@ func readCertChain(path string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading certificate: %w", err)
 	}
+	if err := pemComplete(data); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", path, err)
+	}
 	cert := &tls.Certificate{}
 	for rest := data; ; {
 		var b *pem.Block

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -147,5 +148,36 @@ func TestCertNotAfterFollowsReload(t *testing.T) {
 	}
 	if got := tun.m.certNotAfter.Value(); got != 0 {
 		t.Fatalf("cert_not_after %v with no certificate, want 0", got)
+	}
+}
+
+// TestHalfWrittenPEMRefused: a certificate chain or CA bundle caught half
+// written (its last block cut short) is refused, and a reload keeps the
+// credentials it had, rather than silently dropping the cut block (an
+// intermediate, a new CA).
+func TestHalfWrittenPEMRefused(t *testing.T) {
+	p := newPKI(t)
+	tun := start(t, p.serverTunnel("127.0.0.1:1"))
+	cut := func(path string, extra []byte) {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, append(data, extra...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	half := []byte("-----BEGIN CERTIFICATE-----\nMIIBkTCCATegAwIBAgIUQ0\n")
+	for _, path := range []string{p.ca.CAFile, p.server.CertFile} {
+		orig, _ := os.ReadFile(path)
+		cut(path, half)
+		if err := tun.Reload(); err == nil || !strings.Contains(err.Error(), "cut short") {
+			t.Errorf("%s half written: reload error %v", filepath.Base(path), err)
+		}
+		os.WriteFile(path, orig, 0o600)
+		if err := tun.Reload(); err != nil {
+			t.Fatalf("%s restored: %v", filepath.Base(path), err)
+		}
 	}
 }
