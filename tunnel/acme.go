@@ -41,8 +41,12 @@ var errACMEChallenge = errors.New("acme-tls/1 challenge answered; connection not
 // the bounds of the retry delay after a failure.
 const (
 	acmeCheckEvery = time.Hour
-	acmeRetryMin   = 5 * time.Second
-	acmeRetryMax   = 30 * time.Minute
+	// acmeOverdue: autocert renews 30 days before expiry, retrying on
+	// failure without a word; a certificate this close to expiry means
+	// renewals have failed for weeks, which the loop then says hourly.
+	acmeOverdue  = 20 * 24 * time.Hour
+	acmeRetryMin = 5 * time.Second
+	acmeRetryMax = 30 * time.Minute
 )
 
 // acmeCert is one ACME certificate source: a manager and the certificate
@@ -266,6 +270,14 @@ func (t *Tunnel) acmeLoop() {
 					lastNotAfter = c.Leaf.NotAfter
 					t.m.certNotAfter.Set(float64(lastNotAfter.Unix()))
 					t.log.Log("msg", "ACME certificate ready", "name", s.name, "not_after", lastNotAfter.Format(time.RFC3339))
+				}
+				if c.Leaf != nil {
+					switch left := time.Until(c.Leaf.NotAfter); {
+					case left <= 0:
+						t.log.Log("level", "error", "msg", "ACME certificate expired and not renewed: check the CA's reachability and the cache", "name", s.name, "not_after", c.Leaf.NotAfter.Format(time.RFC3339))
+					case left < acmeOverdue:
+						t.log.Log("level", "warn", "msg", "ACME certificate not renewed yet", "name", s.name, "not_after", c.Leaf.NotAfter.Format(time.RFC3339))
+					}
 				}
 			}
 			last = s

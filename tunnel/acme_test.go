@@ -14,9 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
 	"golang.org/x/crypto/acme"
 
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
@@ -374,4 +376,27 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestACMEOverdueRenewalLogged: a certificate autocert has not managed to
+// renew (the CA unreachable here) is still served, and the tunnel says so
+// instead of going on silently until, and past, its expiry.
+func TestACMEOverdueRenewalLogged(t *testing.T) {
+	p := newPKI(t)
+	l := p.ca.Issue("acme", testpki.Options{CN: "tunnel.example.com", DNS: []string{"tunnel.example.com"}, Server: true,
+		NotAfter: time.Now().Add(time.Hour)})
+	cache := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cache, "tunnel.example.com"), append(append([]byte{}, l.KeyPEM...), l.CertPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := p.serverTunnel("127.0.0.1:1")
+	cfg.Cert, cfg.Key = "", ""
+	cfg.AutoACMECert, cfg.AutoACMEEmail, cfg.AutoACMEAgreeToTOS = "tunnel.example.com", "ops@example.com", true
+	cfg.AutoACMECA = "https://127.0.0.1:1/directory" // renewal cannot succeed
+	cfg.AutoACMECache = cache
+	var logs testnet.Buffer
+	startWith(t, cfg, Deps{Logger: log.NewLogfmtLogger(&logs)})
+	waitFor(t, 10*time.Second, "the overdue renewal logged", func() bool {
+		return strings.Contains(logs.String(), "ACME certificate not renewed yet")
+	})
 }
