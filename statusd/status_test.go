@@ -2,6 +2,7 @@ package statusd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -367,4 +368,28 @@ func TestRetiringTunnelLeftOutOfFleetHealth(t *testing.T) {
 	if !strings.Contains(string(raw), `"listen_address":"127.0.0.1:8443"`) {
 		t.Errorf("no top-level listen address for the one current tunnel: %s", raw)
 	}
+}
+
+// pendingTunnel is a fakeTunnel still getting its certificate.
+type pendingTunnel struct{ *fakeTunnel }
+
+func (t pendingTunnel) CertificatePending() bool { return t.Certificate() == nil }
+
+// TestHTTPSWhileCertificatePending: with https asked for and the only
+// tunnel still getting its certificate (ACME), the status port serves https
+// from the start, and answers once the certificate is there.
+func TestHTTPSWhileCertificatePending(t *testing.T) {
+	f := newFleet(t)
+	late := pendingTunnel{newFakeTunnel("acme", "server", nil)}
+	s := serve(t, Config{Addr: "https://127.0.0.1:0", Source: &fakeSource{tunnels: []Tunnel{late}}})
+	time.Sleep(100 * time.Millisecond)
+	late.cert.Store(f.alpha.cert.Load())
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool(), ServerName: "alpha.example.com"}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + s.Addr().String() + "/_status")
+	if err != nil {
+		t.Fatalf("https after the certificate arrived: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -76,6 +76,13 @@ type Tunnel interface {
 	CheckBackend(ctx context.Context) error
 }
 
+// CertificatePender is a Tunnel that has no certificate yet but is getting
+// one (from an ACME CA, say): the status server then serves https from the
+// start, as asked, rather than plain http for the life of the process.
+type CertificatePender interface {
+	CertificatePending() bool
+}
+
 // CheckTimeouter is a Tunnel whose backend checks have a timeout of their
 // own (a tunnel's connect timeout), instead of Config.CheckTimeout.
 type CheckTimeouter interface {
@@ -284,7 +291,7 @@ func (s *Server) Serve() error {
 	}
 	var err error
 	switch {
-	case s.wantTLS && s.certs.anyCertificate():
+	case s.wantTLS && (s.certs.anyCertificate() || s.certificatePending()):
 		level.Info(s.logger).Log("msg", "serving status over https", "addr", s.ln.Addr())
 		err = s.http.ServeTLS(s.ln, "", "")
 	case s.wantTLS:
@@ -298,6 +305,16 @@ func (s *Server) Serve() error {
 		return nil
 	}
 	return err
+}
+
+// certificatePending reports whether some tunnel is getting a certificate.
+func (s *Server) certificatePending() bool {
+	for _, t := range s.cfg.Source.Tunnels() {
+		if p, ok := t.(CertificatePender); ok && p.CertificatePending() {
+			return true
+		}
+	}
+	return false
 }
 
 // Shutdown stops the server gracefully: it aborts running backend checks,

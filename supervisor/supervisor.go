@@ -541,6 +541,12 @@ func (a adapter) Mode() string                           { return a.t.Mode() }
 func (a adapter) Certificate() *tls.Certificate          { return a.t.Certificate() }
 func (a adapter) CheckBackend(ctx context.Context) error { return a.t.CheckBackend(ctx) }
 
+// CertificatePending reports an ACME tunnel still waiting for its first
+// certificate (statusd.CertificatePender).
+func (a adapter) CertificatePending() bool {
+	return a.t.Certificate() == nil && a.t.Config().AutoACMECert != ""
+}
+
 // CheckTimeout is the tunnel's own connect timeout (statusd.CheckTimeouter),
 // which CheckBackend applies too.
 func (a adapter) CheckTimeout() time.Duration { return a.t.Config().ConnectTimeout.D() }
