@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+
 	"github.com/ghostunnel-fleet/ghostunnel/configs"
+	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 )
 
 func TestCredentialSource(t *testing.T) {
@@ -179,5 +182,30 @@ func TestHalfWrittenPEMRefused(t *testing.T) {
 		if err := tun.Reload(); err != nil {
 			t.Fatalf("%s restored: %v", filepath.Base(path), err)
 		}
+	}
+}
+
+// TestLooseKeyWarnedOnReload: a private key file that group or others can
+// read is warned about at startup and when a reload brings one, once while
+// it stays so.
+func TestLooseKeyWarnedOnReload(t *testing.T) {
+	p := newPKI(t)
+	var logs testnet.Buffer
+	cfg := p.serverTunnel("127.0.0.1:1")
+	tun := startWith(t, cfg, Deps{Logger: log.NewLogfmtLogger(&logs)})
+	const warning = "private key file is readable by group or others"
+	if strings.Contains(logs.String(), warning) {
+		t.Fatalf("warned about a 0600 key:\n%s", logs.String())
+	}
+	if err := os.Chmod(cfg.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := tun.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Fatalf("%d warnings after two reloads of a 0644 key, want 1:\n%s", n, logs.String())
 	}
 }

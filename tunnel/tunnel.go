@@ -103,6 +103,8 @@ type Tunnel struct {
 	state      atomic.Pointer[string]
 	lastReload atomic.Pointer[reloadResult]
 	reloadMu   sync.Mutex // one reload at a time
+	modeMu     sync.Mutex
+	looseKeys  map[string]bool // key files warned about (warnFileModes)
 
 	mu    sync.Mutex
 	pipes map[*pipe]struct{}
@@ -160,9 +162,7 @@ func New(cfg configs.Tunnel, deps Deps) (_ *Tunnel, err error) {
 			return nil, err
 		}
 	}
-	for _, f := range insecureFileModes(&cfg) {
-		logger.Log("level", "warn", "msg", "private key file is readable by group or others", "path", f)
-	}
+	t.warnFileModes(&cfg)
 	defer func() {
 		if err != nil {
 			t.wl.releaseAll()
@@ -457,6 +457,24 @@ func (t *Tunnel) CanApply(cfg configs.Tunnel) bool {
 	return cfg.Mode == cur.Mode && cfg.Listen == cur.Listen && cfg.Name == cur.Name
 }
 
+// warnFileModes warns about each private key file of cfg that group or
+// others can read: at startup, and on a reload that brings one (a new path,
+// or a file replaced with looser permissions); a file is warned about once
+// while it stays so.
+func (t *Tunnel) warnFileModes(cfg *configs.Tunnel) {
+	loose := insecureFileModes(cfg)
+	t.modeMu.Lock()
+	defer t.modeMu.Unlock()
+	warned := make(map[string]bool, len(loose))
+	for _, f := range loose {
+		if !t.looseKeys[f] {
+			t.log.Log("level", "warn", "msg", "private key file is readable by group or others", "path", f)
+		}
+		warned[f] = true
+	}
+	t.looseKeys = warned
+}
+
 // Prepare builds the settings generation for cfg, reading every file it
 // names, without changing anything. On error the failure is recorded (last
 // reload error, failure counter) and logged.
@@ -464,6 +482,7 @@ func (t *Tunnel) Prepare(cfg configs.Tunnel) (*Prepared, error) {
 	if !t.CanApply(cfg) {
 		return nil, fmt.Errorf("mode and listen address cannot change in place")
 	}
+	t.warnFileModes(&cfg)
 	g, err := t.build(cfg)
 	if err != nil {
 		t.m.reloadFailures.Inc()
