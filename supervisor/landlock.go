@@ -135,12 +135,23 @@ func landlockPaths(cfg *configs.Config) sandboxPaths {
 	}
 	// A named file: its directory, so a renamed-in replacement is
 	// readable. A directory (OPA bundle) is covered by its parent too.
+	// When a directory on the way is a symbolic link, the real directory
+	// holding that link too: Kubernetes mounts a secret's nested items as
+	// MOUNT/certs -> ..data/certs and rotates by re-pointing ..data, so the
+	// directories reached today are gone after the next rotation.
 	addFile := func(path string) {
 		if path == "" {
 			return
 		}
 		for _, f := range withTargets(path) {
 			addRO(filepath.Dir(f))
+		}
+		if abs, err := filepath.Abs(path); err == nil {
+			for dir := filepath.Dir(abs); dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+				if fi, err := os.Lstat(dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+					addRO(filepath.Dir(dir))
+				}
+			}
 		}
 	}
 	// A unix socket: its directory, read-write (bind creates the socket
@@ -159,15 +170,11 @@ func landlockPaths(cfg *configs.Config) sandboxPaths {
 		for _, f := range tunnelFiles(t) {
 			addFile(f)
 		}
+		// Only a listening socket needs its directory writable: a unix
+		// target or a Workload API socket is only connected to, which
+		// Landlock leaves alone, so they get no rule (and their
+		// directories stay unwritable).
 		addSocket(t.Listen)
-		addSocket(t.Target)
-		if t.UseWorkloadAPI || t.UseWorkloadAPIAddr != "" {
-			addr := t.UseWorkloadAPIAddr
-			if addr == "" {
-				addr = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
-			}
-			addSocket(addr)
-		}
 		if t.AutoACMECert != "" {
 			dir := t.AutoACMECache
 			if dir == "" {
@@ -199,6 +206,14 @@ func landlockPaths(cfg *configs.Config) sandboxPaths {
 	}
 	for _, f := range systemROFiles {
 		p.roFiles = append(p.roFiles, withTargets(f)...)
+		// A file rule holds the inode present now. /etc/resolv.conf is
+		// usually a link into a directory its manager rewrites by rename
+		// (systemd-resolved's /run/systemd/resolve, resolvconf's
+		// /run/resolvconf): that directory, so name resolution survives
+		// the next rewrite.
+		if real, err := filepath.EvalSymlinks(f); err == nil && real != f {
+			addRO(filepath.Dir(real))
+		}
 	}
 	p.rwFiles = append(p.rwFiles, systemRWFiles...)
 	for d := range ro {
