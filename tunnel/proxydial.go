@@ -24,7 +24,8 @@ type proxyDialer struct {
 func newProxyDialer(raw string) (*proxyDialer, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("proxy URL: %w", err)
+		// Not err itself: url.Error quotes the URL, password included.
+		return nil, errors.New("proxy URL: not a valid URL")
 	}
 	switch u.Scheme {
 	case "http", "socks5", "socks5h":
@@ -87,7 +88,9 @@ func (p *proxyDialer) connect(c net.Conn, addr string) error {
 	}
 	// The reader must not read past the response: the TLS handshake
 	// follows on the same connection. A one-byte buffer keeps it exact.
-	br := bufio.NewReaderSize(&oneByteReader{c}, 16)
+	// Bounded, as net/http bounds response headers: a proxy that never
+	// ends its header block cannot make us buffer without end.
+	br := bufio.NewReaderSize(io.LimitReader(&oneByteReader{c}, 64<<10), 16)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		return fmt.Errorf("reading CONNECT response: %w", err)
@@ -163,15 +166,12 @@ func (p *proxyDialer) socks5(c net.Conn, addr string) error {
 	default:
 		return errors.New("SOCKS5 proxy accepts none of our authentication methods")
 	}
+	// A name goes to the proxy to resolve, with socks5:// as with
+	// socks5h://, as upstream's (golang.org/x/net/proxy) does: the target
+	// may only resolve on the proxy's side, and a local lookup would not
+	// be bounded by the connect deadline.
 	req := []byte{5, 1, 0}
 	ip := net.ParseIP(host)
-	if ip == nil && p.u.Scheme == "socks5" {
-		ips, err := net.DefaultResolver.LookupIP(context.Background(), "ip", host)
-		if err != nil || len(ips) == 0 {
-			return fmt.Errorf("resolving %s: %v", host, err)
-		}
-		ip = ips[0]
-	}
 	switch {
 	case ip != nil && ip.To4() != nil:
 		req = append(append(req, 1), ip.To4()...)

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -35,7 +36,7 @@ func TestProxyDialer(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			target := backend.addr()
-			if tc.scheme == "socks5h" {
+			if tc.kind == "socks5" { // the name goes to the proxy
 				target = "localhost:" + strings.Split(target, ":")[1]
 			}
 			c, err := d.dial(ctx, target)
@@ -88,5 +89,48 @@ func TestClientTunnelThroughProxy(t *testing.T) {
 	}
 	if err := cli.CheckBackend(context.Background()); err != nil {
 		t.Fatalf("backend check through the proxy: %v", err)
+	}
+}
+
+// TestProxyReplyBounded: a CONNECT proxy whose reply headers never end is
+// given up on after 64 KiB, not read until the deadline; and a proxy URL
+// that does not parse is refused without quoting its password.
+func TestProxyReplyBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Read(make([]byte, 4096))
+		c.Write([]byte("HTTP/1.1 200 OK\r\nX: "))
+		chunk := bytes.Repeat([]byte("a"), 4096)
+		for range 1024 { // 4 MiB at most
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	d, err := newProxyDialer("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := d.dial(ctx, "localhost:443")
+	if err == nil {
+		c.Close()
+		t.Fatal("an endless reply was accepted")
+	}
+	if isTimeout(err) {
+		t.Fatalf("read until the deadline: %v", err)
+	}
+	if _, err := newProxyDialer("http://alice:s3cret@proxy:8080/%zz"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("bad proxy URL: %v", err)
 	}
 }

@@ -541,15 +541,24 @@ func (t *Tunnel) commit(p *Prepared, base *generation) {
 }
 
 // reauthorize closes the open connections whose peer g's rules refuse.
+//
+// The open pipes are listed under t.mu, after g was stored (pipes that
+// register later check g themselves, in handle), and checked outside it:
+// a chain verification or a policy evaluation per pipe must not hold up
+// new connections and finishing ones.
 func (t *Tunnel) reauthorize(g *generation) {
 	t.mu.Lock()
-	var refused []*pipe
+	open := make([]*pipe, 0, len(t.pipes))
 	for p := range t.pipes {
+		open = append(open, p)
+	}
+	t.mu.Unlock()
+	var refused []*pipe
+	for _, p := range open {
 		if err := g.admits(p.chain); err != nil {
 			refused = append(refused, p)
 		}
 	}
-	t.mu.Unlock()
 	for _, p := range refused {
 		t.m.reauthClosed.Inc()
 		t.log.Log("msg", "closing connection refused by the new access rules", "peer", p.peer)
