@@ -325,3 +325,77 @@ func TestFingerprintHidesURLPasswords(t *testing.T) {
 		t.Fatal("the served digests of URL settings depend on their passwords")
 	}
 }
+
+// TestWatchdogAndStopDuringSlowReload: a reload that takes long (a new
+// tunnel waiting for its Workload API) neither stops the systemd watchdog
+// pings nor holds up SIGTERM; the drain starts at once and the reload
+// starts nothing.
+func TestWatchdogAndStopDuringSlowReload(t *testing.T) {
+	f := newFixture(t)
+	b := newBackend(t)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000") // a ping every 100 ms
+	type msg struct {
+		at  time.Time
+		txt string
+	}
+	msgs := make(chan msg, 1000)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- msg{time.Now(), string(buf[:n])}:
+			default:
+			}
+		}
+	}()
+	a := serverTunnel("a", freePort(t), b.addr(), f, "    allow-all: true\n")
+	s := running(t, f.write("fleet.yaml", "tunnels:\n"+a))
+	next := func(want string) msg {
+		t.Helper()
+		for deadline := time.After(10 * time.Second); ; {
+			select {
+			case m := <-msgs:
+				if m.txt == want {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %s", want)
+			}
+		}
+	}
+	next("READY=1")
+	// The new tunnel waits up to 3 s for an agent that is not there.
+	f.write("fleet.yaml", "tunnels:\n"+a+"  - name: w\n    mode: server\n    listen: "+freePort(t)+"\n    target: "+b.addr()+
+		"\n    use-workload-api: true\n    use-workload-api-addr: unix://"+filepath.Join(t.TempDir(), "agent.sock")+
+		"\n    use-workload-api-timeout: 3s\n    allow-all: true\n")
+	s.sigs <- syscall.SIGHUP
+	start := next("RELOADING=1").at
+	pings := 0
+	for time.Since(start) < 1500*time.Millisecond {
+		if m := next("WATCHDOG=1"); m.at.After(start) {
+			pings++
+		}
+	}
+	if pings < 3 {
+		t.Fatalf("%d watchdog pings in the first 1.5 s of the reload, want a ping every 100 ms", pings)
+	}
+	s.sigs <- syscall.SIGTERM
+	sent := time.Now()
+	if d := next("STOPPING=1").at.Sub(sent); d > 1500*time.Millisecond {
+		t.Fatalf("STOPPING=1 %v after SIGTERM during a reload", d)
+	}
+	if s.Tunnel("w") != nil {
+		t.Fatal("the reload's tunnel joined the fleet after the drain began")
+	}
+}

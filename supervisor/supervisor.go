@@ -438,6 +438,28 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 		defer signal.Stop(sigs)
 		cancel := make(chan struct{})
 		wd, watchdog := s.notify.ticker()
+		// Reloads run beside this loop, one at a time (signals arriving
+		// meanwhile are coalesced into one more), so that the watchdog
+		// keeps being fed and SIGTERM is answered at once however long a
+		// reload takes (a Workload API agent that is slow to answer, a
+		// slow file system). A drain that begins meanwhile has the last
+		// word (the reload starts nothing).
+		reloads := make(chan os.Signal, 1)
+		go func() {
+			for {
+				select {
+				case sig := <-reloads:
+					s.log.Log("msg", "reloading", "signal", sig.String())
+					s.notify.send("RELOADING=1")
+					s.Reload()
+					if !s.stopping.Load() {
+						s.notify.send("READY=1")
+					}
+				case <-s.draining:
+					return
+				}
+			}
+		}()
 		g.Add(func() error {
 			defer func() {
 				if wd != nil {
@@ -445,6 +467,9 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 				}
 				s.beginDrain()
 				s.active.Wait()
+				// A reload still being built is not waited for: the
+				// drain has stopped everything it could start, and it
+				// starts nothing now (errAbandoned).
 			}()
 			s.notify.send("READY=1")
 			for {
@@ -454,10 +479,10 @@ func (s *Supervisor) Run(ctx context.Context, opts Options) error {
 				case sig := <-sigs:
 					switch sig {
 					case syscall.SIGHUP, syscall.SIGUSR1:
-						s.log.Log("msg", "reloading", "signal", sig.String())
-						s.notify.send("RELOADING=1")
-						s.Reload()
-						s.notify.send("READY=1")
+						select {
+						case reloads <- sig:
+						default: // one is already waiting to run
+						}
 					default:
 						s.log.Log("msg", "received signal", "signal", sig.String())
 						return nil
