@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 const oneServer = `tunnels:
@@ -71,5 +72,21 @@ func BenchmarkParseAliasedFleet(b *testing.B) {
 				Parse([]byte(src.String()), "f.yaml", nil)
 			}
 		})
+	}
+}
+
+func TestParseDurationUnits(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"10s": 10 * time.Second, "1d": 24 * time.Hour, "1.5d": 36 * time.Hour, "2w": 336 * time.Hour,
+		"1d12h": 36 * time.Hour, "1w1d1h1m": 193*time.Hour + time.Minute, "+1d": 24 * time.Hour, "-1d": -24 * time.Hour,
+	} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"d", "1", "1x", "1dd", "-", "99999999999w", "1d 1h"} {
+		if got, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
+		}
 	}
 }

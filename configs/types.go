@@ -10,6 +10,9 @@ package configs
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -58,7 +61,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		*d = 0
 		return nil
 	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := ParseDuration(n.Value)
 	if err != nil {
 		return fmt.Errorf("invalid duration %q: want a Go duration such as 10s, 1m30s or 5m", n.Value)
 	}
@@ -245,4 +248,65 @@ func (c *Config) IsQuiet(f string) bool {
 		}
 	}
 	return false
+}
+
+// ParseDuration is time.ParseDuration plus the units d (24h) and w (7d),
+// as upstream's flag parser (kingpin's str2duration) takes them: 1d, 2w,
+// 1d12h.
+func ParseDuration(s string) (time.Duration, error) {
+	if !strings.ContainsAny(s, "dw") {
+		return time.ParseDuration(s)
+	}
+	bad := fmt.Errorf("time: invalid duration %q", s)
+	rest, sign := s, time.Duration(1)
+	switch {
+	case strings.HasPrefix(rest, "-"):
+		rest, sign = rest[1:], -1
+	case strings.HasPrefix(rest, "+"):
+		rest = rest[1:]
+	}
+	if rest == "" {
+		return 0, bad
+	}
+	isNum := func(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
+	var total time.Duration
+	for rest != "" {
+		i := 0
+		for i < len(rest) && isNum(rest[i]) {
+			i++
+		}
+		j := i
+		for j < len(rest) && !isNum(rest[j]) {
+			j++
+		}
+		num, unit := rest[:i], rest[i:j]
+		if num == "" || unit == "" {
+			return 0, bad
+		}
+		var d time.Duration
+		switch unit {
+		case "d", "w":
+			f, err := strconv.ParseFloat(num, 64)
+			hours := 24.0
+			if unit == "w" {
+				hours = 7 * 24
+			}
+			if err != nil || f*hours >= float64(math.MaxInt64/int64(time.Hour)) {
+				return 0, bad
+			}
+			d = time.Duration(f * hours * float64(time.Hour))
+		default:
+			v, err := time.ParseDuration(num + unit)
+			if err != nil {
+				return 0, bad
+			}
+			d = v
+		}
+		if total > math.MaxInt64-d {
+			return 0, bad
+		}
+		total += d
+		rest = rest[j:]
+	}
+	return sign * total, nil
 }

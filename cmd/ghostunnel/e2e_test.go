@@ -405,6 +405,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"server", "--bogus"}, "--bogus"},
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
 			"--cipher-suites", "AES,BOGUS"}, "invalid cipher suite option: BOGUS"},
+		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
+			"--metrics-graphite", "bad!host:2003"}, "--metrics-graphite: 'bad!host:2003' is not a valid TCP address"},
 		// As upstream: the mode alone turns the PROXY header on; both flags are refused.
 		{[]string{"server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--keystore", p.server.Combined, "--allow-all",
 			"--proxy-protocol", "--proxy-protocol-mode", "tls"}, "--proxy-protocol and --proxy-protocol-mode are mutually exclusive"},

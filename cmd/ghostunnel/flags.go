@@ -348,7 +348,7 @@ var flagTable = []flagSpec{
 		help: "Server name to send (SNI) and verify instead of the target host.",
 		ptr:  func(d *dest) any { return &d.tun.OverrideServerName }},
 	{name: "proxy", aliases: []string{"connect-proxy"}, kind: kindString, scope: scopeClient,
-		placeholder: "URL", secret: true,
+		placeholder: "URL", secret: true, check: checkProxyGiven,
 		help: "Reach the target through an HTTP CONNECT (http://) or SOCKS5 (socks5://, socks5h://) proxy URL.",
 		ptr:  func(d *dest) any { return (*string)(&d.tun.Proxy) }},
 	{name: "verify-cn", kind: kindStrings, scope: scopeClient, placeholder: "CN",
@@ -408,7 +408,20 @@ func checkHostPort(v string) error {
 	return nil
 }
 
+// checkProxyGiven refuses an empty --proxy: upstream fails on it (no
+// scheme), where ignoring it would connect directly, past the proxy the
+// command line asked for (a script's unset variable, say).
+func checkProxyGiven(v string) error {
+	if v == "" {
+		return errors.New("empty proxy URL")
+	}
+	return nil
+}
+
 func checkHTTPURL(v string) error {
+	if v == "" { // as upstream: an empty value means none
+		return nil
+	}
 	if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
 		return errors.New("should start with http:// or https://")
 	}
@@ -677,7 +690,7 @@ func (p *parser) apply(spec *flagSpec, val, env string) error {
 			}
 		}
 	case kindDuration:
-		v, err := time.ParseDuration(val)
+		v, err := configs.ParseDuration(val)
 		if err != nil {
 			return bad("want a Go duration such as 10s, 1m30s or 5m")
 		}
@@ -689,7 +702,7 @@ func (p *parser) apply(spec *flagSpec, val, env string) error {
 		if strings.HasPrefix(strings.TrimSpace(val), "-") {
 			return bad("must not be negative")
 		}
-		v, err := strconv.ParseUint(val, 10, 32)
+		v, err := strconv.ParseUint(val, 0, 32) // base 0, as kingpin: 0x10, 010 (octal), 1_000
 		if err != nil {
 			return bad("want a whole number from 0 to 4294967295")
 		}

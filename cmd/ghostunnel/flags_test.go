@@ -304,6 +304,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad quiet", strings.Fields("server --quiet loud" + lt), nil, `invalid value "loud" for flag --quiet`},
 		{"bad quiet in list", strings.Fields("server --quiet conns,loud" + lt), nil, `for flag --quiet`},
 		{"bad proxy-protocol-mode", strings.Fields("server --proxy-protocol-mode v1" + lt), nil, "--proxy-protocol-mode: must be one of conn, tls, tls-full"},
+		{"empty proxy", []string{"client", "--proxy=", "--listen", "l:1", "--target", "t:2"}, nil, "empty proxy URL"},
 		{"bad max-tls-version", strings.Fields("server --max-tls-version TLS1.1" + lt), nil, "--max-tls-version"},
 		{"bad allow-ip", strings.Fields("server --allow-ip host" + lt), nil, `invalid value "host" for flag --allow-ip: not an IP address`},
 		{"bad verify-ip-san", strings.Fields("client --verify-ip-san 1.2.3" + lt), nil, `for flag --verify-ip`},
@@ -757,5 +758,21 @@ func TestFromFlagsParsesBack(t *testing.T) {
 	}
 	if tn.Proxy.Reveal() != "http://u:pw@proxy.example.com:3128" {
 		t.Errorf("proxy did not come back through ${GHOSTUNNEL_PROXY}:\n%s", out)
+	}
+}
+
+// TestKingpinValueForms: values upstream's flag parser (kingpin) takes and
+// Go's own parsers do not: d and w duration units, integers in any base
+// (010 is octal), and an empty --metrics-url meaning none.
+func TestKingpinValueForms(t *testing.T) {
+	inv, err := parseArgs([]string{"--timed-reload", "1d", "--shutdown-timeout", "1w12h", "--metrics-url=",
+		"server", "--max-concurrent-conns", "010", "--listen", "l:1", "--target", "t:2"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := inv.tunnel()
+	if tn.TimedReload.D() != 24*time.Hour || inv.Config.ShutdownTimeout.D() != 180*time.Hour || tn.MaxConcurrentConns != 8 || inv.Config.MetricsURL != "" {
+		t.Fatalf("timed-reload %v, shutdown-timeout %v, max-concurrent-conns %d, metrics-url %q",
+			tn.TimedReload.D(), inv.Config.ShutdownTimeout.D(), tn.MaxConcurrentConns, inv.Config.MetricsURL)
 	}
 }

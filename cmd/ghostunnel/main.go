@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/syslog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -117,6 +118,15 @@ func checkFlags(inv *invocation, stderr io.Writer) int {
 	if err := checkCipherSuites(inv); err != nil {
 		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", err)
 		return 1
+	}
+	// Upstream's --metrics-graphite is a kingpin TCP address, resolved
+	// when the command line is parsed: a name that does not resolve
+	// stops the start.
+	if g := inv.Config.MetricsGraphite; g != "" {
+		if _, err := net.ResolveTCPAddr("tcp", g); err != nil {
+			fmt.Fprintf(stderr, "ghostunnel: error: --metrics-graphite: '%s' is not a valid TCP address: %v\n", g, err)
+			return 1
+		}
 	}
 	if ps := configs.Validate(&inv.Config); ps.HasErrors() {
 		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", ps.Errors().FlagErrors())
