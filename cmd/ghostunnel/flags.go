@@ -784,7 +784,8 @@ func (p *parser) finish() (*invocation, error) {
 
 	switch p.cmd {
 	case "":
-		return nil, errors.New("command not specified; want server, client, -config FILE, validate -config FILE or help")
+		// As kingpin: flags but no command print the usage (exit 0).
+		return p.help(), nil
 	case cmdValidate:
 		return nil, errors.New("validate needs -config FILE")
 	case "config":

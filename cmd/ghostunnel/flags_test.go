@@ -316,7 +316,6 @@ func TestParseArgsErrors(t *testing.T) {
 		{"unknown command", []string{"serve"}, nil, `expected command but got "serve"`},
 		{"positional after command", strings.Fields("server extra" + lt), nil, "unexpected argument 'extra'"},
 		{"positional after double dash", strings.Fields("server" + lt + " -- x"), nil, "unexpected argument 'x'"},
-		{"flags without command", strings.Fields("--keystore k"), nil, "command not specified"},
 		{"config alone", []string{"config"}, nil, `expected command "from-flags"`},
 		{"config wrong sub", strings.Fields("config print"), nil, `expected command "from-flags"`},
 		{"from-flags no mode", strings.Fields("config from-flags"), nil, "expected server or client"},
@@ -419,6 +418,8 @@ func TestParseArgsHelpAndVersion(t *testing.T) {
 		{[]string{"server", "--help"}, "help", "server"},
 		{[]string{"client", "-h", "--bogus"}, "help", "client"},
 		{[]string{"--keystore", "k", "help"}, "help", ""},
+		{[]string{"--keystore", "k"}, "help", ""}, // flags, no command: usage, as kingpin
+		{[]string{"--"}, "help", ""},
 		{[]string{"--help-long"}, "help", ""},
 		{[]string{"--version"}, "version", ""},
 		{[]string{"version"}, "version", ""},
