@@ -39,35 +39,17 @@ func TestLandlockNestedSymlinkRotation(t *testing.T) {
 	os.Symlink("..data/certs", filepath.Join(mount, "certs"))
 	cert := filepath.Join(mount, "certs", "tls.crt")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestLandlockNestedSymlinkHelper$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "LANDLOCK_REVIEW_HELPER=1", "REVIEW_CERT="+cert)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		if sc.Text() == "SANDBOXED" {
-			// The kubelet's rotation.
-			write("..2024_02_01_00_00_00.2")
-			os.Symlink("..2024_02_01_00_00_00.2", filepath.Join(mount, "..data_tmp"))
-			if err := os.Rename(filepath.Join(mount, "..data_tmp"), filepath.Join(mount, "..data")); err != nil {
-				t.Fatal(err)
-			}
-			os.RemoveAll(filepath.Join(mount, "..2024_01_01_00_00_00.1"))
-			fmt.Fprintln(stdin, "go")
+	out, ok := sandboxedChild(t, "TestLandlockNestedSymlinkHelper", []string{"REVIEW_CERT=" + cert}, func() {
+		// The kubelet's rotation.
+		write("..2024_02_01_00_00_00.2")
+		os.Symlink("..2024_02_01_00_00_00.2", filepath.Join(mount, "..data_tmp"))
+		if err := os.Rename(filepath.Join(mount, "..data_tmp"), filepath.Join(mount, "..data")); err != nil {
+			t.Error(err)
 		}
-	}
-	err := cmd.Wait()
-	t.Logf("helper:\n%s", out.String())
-	if err != nil {
-		t.Errorf("the rotated certificate is unreadable in the sandbox")
+		os.RemoveAll(filepath.Join(mount, "..2024_01_01_00_00_00.1"))
+	})
+	if !ok {
+		t.Errorf("the rotated certificate is unreadable in the sandbox:\n%s", out)
 	}
 }
 
@@ -113,34 +95,15 @@ func TestLandlockResolvConfRename(t *testing.T) {
 	if err := os.Symlink(stub, resolv); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestLandlockResolvConfHelper$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "LANDLOCK_REVIEW_HELPER=1", "REVIEW_RESOLV="+resolv)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		if sc.Text() == "SANDBOXED" {
-			// What systemd-resolved does on a network change.
-			os.WriteFile(stub+".tmp", []byte("nameserver 127.0.0.53\nsearch corp\n"), 0o644)
-			if err := os.Rename(stub+".tmp", stub); err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintln(stdin, "go")
+	out, ok := sandboxedChild(t, "TestLandlockResolvConfHelper", []string{"REVIEW_RESOLV=" + resolv}, func() {
+		// What systemd-resolved does on a network change.
+		os.WriteFile(stub+".tmp", []byte("nameserver 127.0.0.53\nsearch corp\n"), 0o644)
+		if err := os.Rename(stub+".tmp", stub); err != nil {
+			t.Error(err)
 		}
-	}
-	err := cmd.Wait()
-	t.Logf("helper:\n%s%s", out.String(), stderr.String())
-	if err != nil {
-		t.Errorf("sandboxed process lost %s after it was replaced by rename", resolv)
+	})
+	if !ok {
+		t.Errorf("sandboxed process lost %s after it was replaced by rename:\n%s", resolv, out)
 	}
 }
 
@@ -236,4 +199,34 @@ func TestLandlockUnixTargetHelper(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(app, "planted"), []byte("x"), 0o600); err == nil {
 		t.Logf("planted a file in %s", app)
 	}
+}
+
+// sandboxedChild runs the test named helper in a child process (which
+// applies the sandbox, prints SANDBOXED and waits for a line on stdin),
+// calls then once the child is sandboxed, and returns the child's output
+// and whether it passed.
+func sandboxedChild(t *testing.T, helper string, env []string, then func()) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+helper+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), "LANDLOCK_REVIEW_HELPER=1"), env...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if sc.Text() == "SANDBOXED" {
+			then()
+			fmt.Fprintln(stdin, "go")
+		}
+	}
+	err := cmd.Wait()
+	return out.String() + stderr.String(), err == nil
 }
