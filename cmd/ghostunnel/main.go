@@ -179,9 +179,9 @@ func serve(cfg *configs.Config, stdout, stderr io.Writer) int {
 	sup, err := supervisor.New(cfg, opts)
 	if err != nil {
 		logger.Log("level", "error", "msg", "startup failed", "err", err)
-		if cfg.IsQuiet("all") {
-			return 1
-		}
+		// On stderr even with --quiet=all, as upstream's main prints the
+		// error run returns whatever --quiet says: a start that fails
+		// must not fail silently.
 		fmt.Fprintf(stderr, "ghostunnel: error: %s\n", err)
 		return 1
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -44,4 +45,18 @@ func TestWarningsLogged(t *testing.T) {
 		"--keystore", p.server.Combined, "--allow-all", "--auto-acme-email", "ops@example.com")
 	pr.waitLog("--auto-acme-email has no effect without --auto-acme-cert", 10*time.Second)
 	pr.waitLog("listening for connections", 10*time.Second)
+}
+
+// TestQuietAllStartupError: --quiet=all silences the logs, not a failed
+// start: the error still reaches stderr (upstream's main prints it whatever
+// --quiet says), with exit 1.
+func TestQuietAllStartupError(t *testing.T) {
+	pr := startProc(t, nil, "server", "--quiet=all", "--listen", freeAddr(t), "--target", "127.0.0.1:1",
+		"--keystore", "/nonexistent.pem", "--allow-all")
+	if code := pr.wait(10 * time.Second); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	if out := pr.out.String(); !strings.Contains(out, "error") || !strings.Contains(out, "/nonexistent.pem") {
+		t.Fatalf("a failed start under --quiet=all said: %q", out)
+	}
 }
