@@ -243,6 +243,17 @@ func CheckCredentials(t *configs.Tunnel) (*x509.Certificate, error) {
 	return c.cert.Leaf, nil
 }
 
+// CheckPolicies loads and compiles the OPA policies t names (allow-policy,
+// verify-policy), as starting the tunnel would: what `ghostunnel validate`
+// checks besides the credentials.
+func CheckPolicies(t *configs.Tunnel) error {
+	if _, err := loadPolicy(t.AllowPolicy, t.AllowQuery, t.ConnectTimeout.D()); err != nil {
+		return err
+	}
+	_, err := loadPolicy(t.VerifyPolicy, t.VerifyQuery, t.ConnectTimeout.D())
+	return err
+}
+
 // insecureFileModes returns the credential files of t that group or others
 // can read, which is worth a warning at startup.
 func insecureFileModes(t *configs.Tunnel) []string {

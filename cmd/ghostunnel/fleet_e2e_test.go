@@ -185,6 +185,14 @@ func TestValidateErrors(t *testing.T) {
 			t.Fatalf("exit %d (want %d), output lacks %q:\n%s", code, tc.code, tc.want, v.out.String())
 		}
 	}
+	// A policy that does not compile fails validate, as it fails the start.
+	bad := filepath.Join(p.dir, "bad.rego")
+	os.WriteFile(bad, []byte("package ghostunnel\nallow := {\n"), 0o600)
+	os.WriteFile(path, []byte(fmt.Sprintf("tunnels:\n  - {name: api, mode: server, listen: \"127.0.0.1:8443\", target: \"127.0.0.1:8080\", keystore: %s, allow-policy: %s, allow-query: data.ghostunnel.allow}\n", p.server.Combined, bad)), 0o600)
+	v = startProc(t, nil, "validate", "-config", path)
+	if code := v.wait(20 * time.Second); code == 0 || !strings.Contains(v.out.String(), "bad.rego") {
+		t.Fatalf("validate passed a policy that does not compile (exit %d):\n%s", code, v.out.String())
+	}
 }
 
 func mustRead(t *testing.T, p string) string {

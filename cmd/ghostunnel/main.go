@@ -216,6 +216,9 @@ func validateFile(path string, stdout, stderr io.Writer) int {
 	for i := range cfg.Tunnels {
 		t := &cfg.Tunnels[i]
 		leaf, err := tunnel.CheckCredentials(t)
+		if err == nil {
+			err = tunnel.CheckPolicies(t)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: tunnel %q: %s\n", path, t.Name, err)
 			failed = true
