@@ -559,6 +559,13 @@ func cleanDecodeError(err error) string {
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
+// ResolvePaths makes cfg's relative file and unix: socket paths absolute,
+// against dir, as Load does against the file's directory: for a config
+// built elsewhere (a command line) that is to be written to a file.
+func ResolvePaths(cfg *Config, dir string) {
+	(&loader{dir: dir}).resolvePaths(cfg)
+}
+
 // resolvePaths makes relative file and unix: socket paths relative to the
 // file's directory.
 func (l *loader) resolvePaths(cfg *Config) {

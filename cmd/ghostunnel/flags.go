@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -836,6 +837,11 @@ func (p *parser) finish() (*invocation, error) {
 // `pkcs11-pin: ${PKCS11_PIN}` for the PKCS#11 PIN. Flags with no fleet
 // key are listed in comments at the top.
 func fromFlagsYAML(inv *invocation) string {
+	// Relative paths were relative to the working directory; a fleet file
+	// reads them against its own directory, wherever it is saved.
+	if wd, err := os.Getwd(); err == nil {
+		configs.ResolvePaths(&inv.Config, wd)
+	}
 	var head []string
 	head = append(head, "# ghostunnel fleet file equivalent of the command line.")
 	for i := range flagTable {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -594,6 +596,11 @@ func fieldsByAddr(v reflect.Value) map[uintptr]string {
 }
 
 func TestFromFlagsYAMLRoundTrip(t *testing.T) {
+	// Relative paths come out absolute: the file may be saved anywhere.
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name    string
 		args    []string
@@ -615,7 +622,7 @@ func TestFromFlagsYAMLRoundTrip(t *testing.T) {
 				"--allow-ou", "#ou", "--allow-dns", "*.example.com", "--allow-uri", "spiffe://x/**", "--allow-ip", "10.0.0.1",
 				"--allow-spki-pin", "sha256:AbC+/=", "--disable-authentication", "--metrics-interval", "1m", "--allow-policy", "p", "--allow-query", "data.q"},
 			want: []string{"storepass: ${KEYSTORE_PASS}", "connect-timeout: 10s", "status: 127.0.0.1:9", "quiet: [conns, handshake-errs]",
-				`allow-cn: [a, 'b: c', "true"]`, "metrics-interval: 1m0s\n", "allow-policy: p\n", "allow-query: data.q\n",
+				`allow-cn: [a, 'b: c', "true"]`, "metrics-interval: 1m0s\n", "allow-policy: " + filepath.Join(wd, "p") + "\n", "allow-query: data.q\n",
 				"# not supported by ghostunnel fleet: --cipher-suites=AES"},
 			notWant: []string{"s3cret", "metrics-prefix", "no fleet-file key yet: --metrics"}},
 		{name: "metrics push", args: strings.Fields("config from-flags server --metrics-graphite graphite.example.com:2003 --metrics-url https://m.example.com/push --metrics-interval 30s" + lt),
@@ -775,5 +782,26 @@ func TestKingpinValueForms(t *testing.T) {
 	if tn.TimedReload.D() != 24*time.Hour || inv.Config.ShutdownTimeout.D() != 180*time.Hour || tn.MaxConcurrentConns != 8 || inv.Config.MetricsURL != "" {
 		t.Fatalf("timed-reload %v, shutdown-timeout %v, max-concurrent-conns %d, metrics-url %q",
 			tn.TimedReload.D(), inv.Config.ShutdownTimeout.D(), tn.MaxConcurrentConns, inv.Config.MetricsURL)
+	}
+}
+
+// TestFromFlagsRelativePaths: a relative path on the command line comes out
+// absolute, so the printed file names the same file wherever it is saved.
+func TestFromFlagsRelativePaths(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := parseArgs(strings.Fields("config from-flags server --listen localhost:8443 --target unix:app.sock --keystore certs/server.pem --allow-all"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := configs.Parse([]byte(fromFlagsYAML(inv)), filepath.Join(t.TempDir(), "elsewhere", "fleet.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := c.Tunnels[0]
+	if tn.Keystore != filepath.Join(wd, "certs", "server.pem") || tn.Target != "unix:"+filepath.Join(wd, "app.sock") {
+		t.Fatalf("keystore %s, target %s: want them under %s", tn.Keystore, tn.Target, wd)
 	}
 }
