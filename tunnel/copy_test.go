@@ -176,3 +176,41 @@ func TestTruncatedRecord(t *testing.T) {
 		t.Fatalf("want an 'error during copy' line:\n%s", logs.String())
 	}
 }
+
+// TestResetLogged: a backend that resets the connection is logged as
+// "error during copy" with the reset, as upstream logs it.
+func TestResetLogged(t *testing.T) {
+	p := newPKI(t)
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	go func() {
+		c, err := bln.Accept()
+		if err != nil {
+			return
+		}
+		c.Read(make([]byte, 64))
+		c.(*net.TCPConn).SetLinger(0) // close with a RST
+		c.Close()
+	}()
+	var logs testnet.Buffer
+	tun := startWith(t, p.serverTunnel(bln.Addr().String()), Deps{Logger: log.NewLogfmtLogger(&logs)})
+	c, err := dialTLS(tun.Addr().String(), p.clientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.Read(make([]byte, 1))
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "error during copy"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 'error during copy' for a reset:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "reset by peer") {
+		t.Fatalf("the line does not say what happened:\n%s", logs.String())
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
@@ -712,9 +711,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// isNormalClose reports errors that are how peers end connections (reset,
-// broken pipe, our own close), which are not worth an error line.
+// isNormalClose reports the errors not worth an "error during copy" line:
+// none, and our own close of a connection (the other half of a pipe that
+// already ended). A peer's reset or broken pipe is logged, as upstream's
+// proxy logs every copy error but a closed connection: operators grep for
+// them.
 func isNormalClose(err error) bool {
-	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ENOTCONN)
+	return err == nil || errors.Is(err, net.ErrClosed)
 }
