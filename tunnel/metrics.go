@@ -19,9 +19,12 @@ type MetricFamilies struct {
 	accepts, acceptSuccess, acceptError, acceptTimeout *prometheus.Desc
 	connOpen, connTimeout                              *prometheus.Desc
 	handshake, lifetime                                *prometheus.Desc
-	bytes                                              *prometheus.Desc // plus direction
-	reloads, reloadFailures, reauthClosed              *prometheus.Desc
-	backendUp, certNotAfter                            *prometheus.Desc
+	// The exact extremes of the two histograms (their buckets only bound
+	// them), which /_metrics's JSON reports as .min and .max, as upstream.
+	handshakeMin, handshakeMax, lifetimeMin, lifetimeMax *prometheus.Desc
+	bytes                                                *prometheus.Desc // plus direction
+	reloads, reloadFailures, reauthClosed                *prometheus.Desc
+	backendUp, certNotAfter                              *prometheus.Desc
 
 	handshakeBuckets, lifetimeBuckets []float64
 
@@ -49,6 +52,10 @@ func NewMetricFamilies(reg prometheus.Registerer, prefix string) (*MetricFamilie
 		connTimeout:   desc("conn_timeout_total", "Open connections closed by the close timeout or the maximum lifetime."),
 		handshake:     desc("conn_handshake_seconds", "Time to complete the TLS handshake (and, in client mode, the dial)."),
 		lifetime:      desc("conn_lifetime_seconds", "Lifetime of proxied connections."),
+		handshakeMin:  desc("conn_handshake_min_seconds", "Shortest handshake observed (conn_handshake_seconds)."),
+		handshakeMax:  desc("conn_handshake_max_seconds", "Longest handshake observed (conn_handshake_seconds)."),
+		lifetimeMin:   desc("conn_lifetime_min_seconds", "Shortest connection lifetime observed (conn_lifetime_seconds)."),
+		lifetimeMax:   desc("conn_lifetime_max_seconds", "Longest connection lifetime observed (conn_lifetime_seconds)."),
 		bytes: prometheus.NewDesc(prometheus.BuildFQName(prefix, "", "bytes_total"),
 			"Bytes proxied; direction in is from the listener's peer to the target, out is back.",
 			[]string{"tunnel", "mode", "direction"}, nil),
@@ -81,7 +88,8 @@ func (f *MetricFamilies) Unregister() {
 func (f *MetricFamilies) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{f.accepts, f.acceptSuccess, f.acceptError, f.acceptTimeout,
 		f.connOpen, f.connTimeout, f.handshake, f.lifetime, f.bytes, f.reloads, f.reloadFailures,
-		f.reauthClosed, f.backendUp, f.certNotAfter} {
+		f.reauthClosed, f.backendUp, f.certNotAfter,
+		f.handshakeMin, f.handshakeMax, f.lifetimeMin, f.lifetimeMax} {
 		ch <- d
 	}
 }
@@ -109,6 +117,14 @@ func (f *MetricFamilies) Collect(ch chan<- prometheus.Metric) {
 		counter(f.connTimeout, &m.connTimeout)
 		ch <- m.handshake.metric(f.handshake, f.handshakeBuckets, m.name, m.mode)
 		ch <- m.lifetime.metric(f.lifetime, f.lifetimeBuckets, m.name, m.mode)
+		extremes := func(h *Histogram, lo, hi *prometheus.Desc) {
+			if min, max, ok := h.extremes(); ok {
+				ch <- prometheus.MustNewConstMetric(lo, prometheus.GaugeValue, min, m.name, m.mode)
+				ch <- prometheus.MustNewConstMetric(hi, prometheus.GaugeValue, max, m.name, m.mode)
+			}
+		}
+		extremes(&m.handshake, f.handshakeMin, f.handshakeMax)
+		extremes(&m.lifetime, f.lifetimeMin, f.lifetimeMax)
 		ch <- prometheus.MustNewConstMetric(f.bytes, prometheus.CounterValue, m.bytesIn.Value(), m.name, m.mode, "in")
 		ch <- prometheus.MustNewConstMetric(f.bytes, prometheus.CounterValue, m.bytesOut.Value(), m.name, m.mode, "out")
 		counter(f.reloads, &m.reloads)
@@ -198,17 +214,35 @@ type Histogram struct {
 	upper  []float64       // bucket upper bounds, shared
 	counts []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
 	sum    Gauge
+	// min and max observed, as float64 bits; valid once seen is set.
+	min, max atomic.Uint64
+	seen     atomic.Bool
+}
+
+// extremes are the smallest and largest observations, ok once there is one.
+func (h *Histogram) extremes() (min, max float64, ok bool) {
+	if !h.seen.Load() {
+		return 0, 0, false
+	}
+	return math.Float64frombits(h.min.Load()), math.Float64frombits(h.max.Load()), true
 }
 
 func (h *Histogram) init(upper []float64) {
 	h.upper = upper
 	h.counts = make([]atomic.Uint64, len(upper)+1)
+	h.min.Store(math.Float64bits(math.Inf(+1)))
+	h.max.Store(math.Float64bits(math.Inf(-1)))
 }
 
 // Observe adds one observation.
 func (h *Histogram) Observe(v float64) {
 	h.counts[sort.SearchFloat64s(h.upper, v)].Add(1)
 	h.sum.add(v)
+	for old := h.min.Load(); v < math.Float64frombits(old) && !h.min.CompareAndSwap(old, math.Float64bits(v)); old = h.min.Load() {
+	}
+	for old := h.max.Load(); v > math.Float64frombits(old) && !h.max.CompareAndSwap(old, math.Float64bits(v)); old = h.max.Load() {
+	}
+	h.seen.Store(true)
 }
 
 // Count is the number of observations.

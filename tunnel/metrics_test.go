@@ -85,8 +85,13 @@ func TestMetricFamilies(t *testing.T) {
 			t.Errorf("%s{%s} = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if n := len(fams); n != 14 {
-		t.Errorf("%d families exported, want 14", n)
+	// 14, and the handshake's exact extremes (a has handshakes; nobody
+	// has a lifetime yet).
+	if n := len(fams); n != 16 {
+		t.Errorf("%d families exported, want 16", n)
+	}
+	if v := value("edge_conn_handshake_max_seconds", "mode=server,tunnel=a"); v != 100 {
+		t.Errorf("handshake max %v, want 100", v)
 	}
 	var h *dto.Histogram
 	for _, m := range fams["edge_conn_handshake_seconds"].GetMetric() {
@@ -161,5 +166,38 @@ func TestMetricsConcurrent(t *testing.T) {
 	}
 	if got := m.lifetime.Count(); got != workers*each {
 		t.Errorf("lifetime count %d, want %d", got, workers*each)
+	}
+}
+
+// TestHistogramExtremes: the JSON's .min and .max of a duration are the
+// observed extremes (as upstream's timers report them), not the bounds of
+// the buckets they fell in, and the percentiles stay within them.
+func TestHistogramExtremes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	fam, err := NewMetricFamilies(reg, "ghostunnel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := fam.For("a", "server")
+	for _, v := range []float64{1.003, 1.004, 2.002, 2.002} {
+		m.lifetime.Observe(v)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			if g := mt.GetGauge(); g != nil {
+				got[mf.GetName()] = g.GetValue()
+			}
+		}
+	}
+	if got["ghostunnel_conn_lifetime_min_seconds"] != 1.003 || got["ghostunnel_conn_lifetime_max_seconds"] != 2.002 {
+		t.Fatalf("lifetime extremes %v / %v, want 1.003 / 2.002", got["ghostunnel_conn_lifetime_min_seconds"], got["ghostunnel_conn_lifetime_max_seconds"])
+	}
+	if _, ok := got["ghostunnel_conn_handshake_min_seconds"]; ok {
+		t.Fatal("extremes of a histogram with no observation")
 	}
 }
