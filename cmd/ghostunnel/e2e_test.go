@@ -79,9 +79,26 @@ func startProcWith(t testing.TB, env []string, wrapper []string, args ...string)
 // startArgv runs argv (a binary and its arguments) as a proc.
 func startArgv(t testing.TB, env []string, argv ...string) *proc {
 	t.Helper()
+	return startArgvFiles(t, env, nil, argv...)
+}
+
+// startActivated runs the binary with args as systemd socket activation
+// would: files passed from descriptor 3 on, named by LISTEN_FDNAMES in env,
+// and LISTEN_PID the process's own (sh's $$ is the pid the binary keeps
+// after exec). The files can be closed once it returns.
+func startActivated(t testing.TB, env []string, files []*os.File, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binary(t)}, args...)
+	return startArgvFiles(t, append([]string{fmt.Sprintf("LISTEN_FDS=%d", len(files))}, env...), files, argv...)
+}
+
+// startArgvFiles is startArgv with files passed from descriptor 3 on.
+func startArgvFiles(t testing.TB, env []string, files []*os.File, argv ...string) *proc {
+	t.Helper()
 	args := argv[1:]
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = files
 	p := &proc{t: t, cmd: cmd, out: &testnet.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

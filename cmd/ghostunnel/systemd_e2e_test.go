@@ -4,14 +4,11 @@ import (
 	"crypto/tls"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ghostunnel-fleet/ghostunnel/internal/testnet"
 )
 
 // TestSystemdActivationAndNotify passes the listening and status sockets
@@ -41,28 +38,10 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	}
 	defer notify.Close()
 
-	// sh's $$ is the pid the binary keeps after exec, as LISTEN_PID needs.
-	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binary(t),
+	pr := startActivated(t, []string{"LISTEN_FDNAMES=tunnel:status", "NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"},
+		[]*os.File{lnFile, stFile},
 		"server", "--listen", "systemd:tunnel", "--status", "systemd:status", "--target", backend,
 		"--keystore", p.server.Combined, "--cacert", p.ca.CAFile, "--allow-all")
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=tunnel:status",
-		"NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
-	cmd.ExtraFiles = []*os.File{lnFile, stFile}
-	out := &testnet.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() { done <- cmd.Wait(); close(exited) }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("output:\n%s", out.String())
-		}
-	}()
 	lnFile.Close()
 	stFile.Close()
 
@@ -97,18 +76,13 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	}
 	sc.Close()
 
-	cmd.Process.Signal(syscall.SIGHUP)
+	pr.signal(syscall.SIGHUP)
 	next("RELOADING=1")
 	next("READY=1")
-	cmd.Process.Signal(syscall.SIGTERM)
+	pr.signal(syscall.SIGTERM)
 	next("STOPPING=1")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit after SIGTERM")
+	if code := pr.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
 	}
 }
 
@@ -133,38 +107,14 @@ func TestSystemdSocketAcrossReload(t *testing.T) {
 				"keystore: " + p.server.Combined, "cacert: " + p.ca.CAFile, "allow-all: true"})
 	}
 	cfg := writeFile(t, filepath.Join(p.dir, "fleet.yaml"), fleet("a"), 0o600)
-	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, binary(t), "-config", cfg)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=tunnel")
-	cmd.ExtraFiles = []*os.File{lnFile}
-	out := &testnet.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("output:\n%s", out.String())
-		}
-	}()
+	pr := startActivated(t, []string{"LISTEN_FDNAMES=tunnel"}, []*os.File{lnFile}, "-config", cfg)
 	lnFile.Close()
-	waitFor := func(what string) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), what); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in the output", what)
-			}
-		}
-	}
 	client := &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{p.client.TLS()}}
-	waitFor("listening for connections")
+	pr.waitLog("listening for connections", 10*time.Second)
 	for _, name := range []string{"b", "a"} { // away and back: the socket is taken three times
 		writeFile(t, cfg, fleet(name), 0o600)
-		cmd.Process.Signal(syscall.SIGHUP)
-		waitFor("fleet reload: tunnel added\" tunnel=" + name)
+		pr.signal(syscall.SIGHUP)
+		pr.waitLog("fleet reload: tunnel added\" tunnel="+name, 10*time.Second)
 		c, err := tls.Dial("tcp", addr, client)
 		if err != nil {
 			t.Fatalf("after the reload to %s: %v", name, err)
@@ -172,7 +122,7 @@ func TestSystemdSocketAcrossReload(t *testing.T) {
 		roundTripE2E(t, c, "again")
 		c.Close()
 	}
-	if strings.Contains(out.String(), "no socket named") {
+	if strings.Contains(pr.out.String(), "no socket named") {
 		t.Fatal("a reload could not take the socket again")
 	}
 }
